@@ -1,0 +1,56 @@
+"""What the client learns from the server: tensor names, input size and batch limit.
+
+Nothing here is a constant of the client: it reads the model's metadata and config, as Triton's
+own image_client does, so a model with other names or sizes works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from client.errors import ModelNotReadyError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    input_name: str
+    input_datatype: str
+    height: int
+    width: int
+    channels: int
+    output_name: str
+    output_dim: int
+    max_batch_size: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), the order Pillow uses."""
+        return (self.width, self.height)
+
+    @classmethod
+    def from_server(cls, metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
+        """Build from `get_model_metadata(as_json=True)` and `get_model_config(as_json=True)`."""
+        cfg = config.get("config", config)
+        inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelNotReadyError(
+                f"model {metadata.get('name')!r} has {len(inputs)} inputs and {len(outputs)} outputs;"
+                " an image embedding model has one of each")
+        inp, out = inputs[0], outputs[0]
+        max_batch = int(cfg.get("max_batch_size", 0))
+        in_shape = [int(d) for d in inp["shape"]]
+        out_shape = [int(d) for d in out["shape"]]
+        if max_batch > 0:  # metadata shapes include the batch dimension as -1
+            in_shape, out_shape = in_shape[1:], out_shape[1:]
+        if len(in_shape) != 3 or in_shape[2] != 3 or len(out_shape) != 1:
+            raise ModelNotReadyError(
+                f"model {metadata.get('name')!r} takes {in_shape} -> {out_shape}; expected "
+                f"[H, W, 3] -> [D]")
+        versions = metadata.get("versions") or [""]
+        return cls(name=metadata["name"], version=str(versions[-1]), input_name=inp["name"],
+                   input_datatype=inp["datatype"], height=in_shape[0], width=in_shape[1],
+                   channels=in_shape[2], output_name=out["name"], output_dim=out_shape[0],
+                   max_batch_size=max(max_batch, 1))

@@ -1,0 +1,1 @@
+"""`python -m demo`: the whole path on this machine, from export to a load test."""

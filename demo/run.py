@@ -1,0 +1,110 @@
+"""Export, serve, embed the sample images, show batching, load-test, stop: one command.
+
+Where the hub can't be reached (no network), the export falls back to an offline twin with the same
+interface and random weights, and says so: embeddings are then structurally real but not semantic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from client import EmbeddingClient
+from client.stats import model_stats
+from samples import sample_paths
+from serve.server import LocalTritonServer, Ports
+
+FALLBACK_TWIN = "tiny"
+
+
+def banner(text: str) -> None:
+    print(f"\n== {text} " + "=" * max(0, 74 - len(text)), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    p.add_argument("--repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--model", default="pnasnet_large")
+    p.add_argument("--source", default="https://tfhub.dev/google/imagenet/pnasnet_large/feature_vector/5")
+    p.add_argument("--fallback-twin", default=FALLBACK_TWIN)
+    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--duration", default="20s")
+    p.add_argument("--work-dir", type=Path, default=Path("build/demo"))
+    return p
+
+
+def export(args: argparse.Namespace) -> None:
+    banner("1. export")
+    cmd = [sys.executable, "-m", "export", "--source", args.source, "--repository",
+           str(args.repository), "--model", args.model, "--keep", "2",
+           "--fallback-twin", args.fallback_twin]
+    subprocess.run(cmd, check=True)
+
+
+def embed_samples(client: EmbeddingClient) -> None:
+    banner("3. embed the sample images")
+    paths = sample_paths()
+    start = time.perf_counter()
+    vectors = client.embed_batch(paths)
+    elapsed = time.perf_counter() - start
+    info = client.info
+    print(f"model {info.name} v{info.version}: {info.input_name} [{info.height},{info.width},3] "
+          f"-> {info.output_name} [{info.output_dim}]; {len(paths)} images in {elapsed:.2f} s")
+    print(f"{'image':<22}{'shape':>10}{'L2 norm':>10}{'mean':>9}{'nonzero':>9}")
+    for path, vec in zip(paths, vectors, strict=True):
+        print(f"{path.name:<22}{str(vec.shape):>10}{np.linalg.norm(vec):>10.3f}{vec.mean():>9.4f}"
+              f"{np.count_nonzero(vec):>9}")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    names = [p.stem[:10] for p in paths]
+    print("\ncosine similarity")
+    print(" " * 12 + "".join(f"{n:>11}" for n in names))
+    for name, row in zip(names, cos, strict=True):
+        print(f"{name:<12}" + "".join(f"{v:>11.3f}" for v in row))
+
+
+def show_batching(server: LocalTritonServer, model: str, requests: int = 32, threads: int = 8) -> None:
+    banner("4. dynamic batching: concurrent single-image requests")
+    before = model_stats(server.grpc_url, model)
+    image = sample_paths()[0]
+    with ThreadPoolExecutor(threads) as pool:
+        clients = [EmbeddingClient(server.grpc_url, model) for _ in range(threads)]
+        list(pool.map(lambda i: clients[i % threads].embed(image), range(requests)))
+        for c in clients:
+            c.close()
+    delta = model_stats(server.grpc_url, model) - before
+    print(f"{delta.success_count} requests of 1 image from {threads} threads ran as "
+          f"{delta.execution_count} model executions: average batch {delta.avg_batch:.2f}; "
+          f"per request: queue {delta.queue_ms_per_request:.1f} ms, "
+          f"compute {delta.compute_ms_per_request:.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.monotonic()
+    export(args)
+    banner("2. start the local Triton server (CPU)")
+    server = LocalTritonServer(args.repository, ports=Ports.from_env(), work_dir=args.work_dir)
+    print(f"log: {server.log_path}", flush=True)
+    try:
+        server.start(timeout=600)
+        print(f"ready in {time.monotonic() - start:.0f} s since the demo started: grpc {server.grpc_url}")
+        with EmbeddingClient(server.grpc_url, args.model) as client:
+            embed_samples(client)
+        show_batching(server, args.model)
+        banner(f"5. load test: {args.users} users for {args.duration}")
+        subprocess.run([sys.executable, "-m", "loadtest", "--host", server.grpc_url, "--users",
+                        str(args.users), "--duration", args.duration, "--model", args.model,
+                        "--out", str(args.work_dir / "loadtest")], check=True)
+    finally:
+        banner("6. stop the server")
+        code = server.stop()
+        print(f"tritonserver exited with code {code}")
+    print(f"\ndemo finished in {time.monotonic() - start:.0f} s")
+    return 0

@@ -1,0 +1,70 @@
+"""`python -m export`: write the hub model (or a twin) as the next version in a Triton repository."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from export import DEFAULT_MODEL, DEFAULT_SOURCE
+from export.errors import ExportError, HubUnreachableError
+from export.sources import HUB_TIMEOUT_S
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p.add_argument("--source", default=DEFAULT_SOURCE,
+                   help="hub URL, SavedModel directory, .tar.gz of one, or twin:<name> "
+                        "(default: %(default)s)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="Triton model repository (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    p.add_argument("--keep", type=int, default=None, metavar="K",
+                   help="keep only the newest K versions after a successful export")
+    p.add_argument("--seed", type=int, default=0, help="weight seed for twin sources")
+    p.add_argument("--hub-timeout", type=float, default=HUB_TIMEOUT_S,
+                   help="seconds to wait for the hub before giving up (default: %(default)s)")
+    p.add_argument("--fallback-twin", metavar="NAME",
+                   help="if the hub can't be reached, export twin:NAME instead of failing")
+    p.add_argument("--quiet", action="store_true", help="print only the result line")
+    return p
+
+
+class StepPrinter:
+    """Numbered progress lines with elapsed time, so a slow step shows where it is."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.start = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[export {time.monotonic() - self.start:6.1f}s] {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from export.pipeline import export_model
+
+    say = StepPrinter(args.quiet)
+    kwargs = dict(seed=args.seed, keep=args.keep, hub_timeout=args.hub_timeout, progress=say)
+    try:
+        try:
+            result = export_model(args.source, args.repository, args.model, **kwargs)
+        except HubUnreachableError as exc:
+            if not args.fallback_twin:
+                raise
+            print(f"export: {exc}\nexport: falling back to the offline twin "
+                  f"twin:{args.fallback_twin} (random weights, same interface)", flush=True)
+            result = export_model(f"twin:{args.fallback_twin}", args.repository, args.model, **kwargs)
+    except ExportError as exc:
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {result.source} -> {result.path} "
+          f"({result.interface.input_name} {list(result.interface.input_dims)} -> "
+          f"{result.interface.output_name} {list(result.interface.output_dims)}; "
+          f"max abs diff {result.max_abs_diff:.3g}; {result.seconds:.1f} s)", flush=True)
+    return 0
