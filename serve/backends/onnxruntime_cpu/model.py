@@ -1,0 +1,57 @@
+"""A Triton Python-based backend that serves `<version>/model.onnx` with onnxruntime on CPU.
+
+The pip-installable tritonserver has no onnxruntime backend. On CPU, onnxruntime runs PNASNet-5 Large
+faster than TensorFlow (bench/optimize_bench.py), so the local server can serve the ONNX model of the
+same repository through this backend (`<model>_onnx/configs/cpu.pbtxt`). Triton's dynamic batcher
+hands `execute` every request of a batch at once; they run as one onnxruntime call and are split back
+in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        threads = int(params.get("ORT_INTRA_OP_THREADS", "0"))
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        (self.input_name,) = [i["name"] for i in config["input"]]
+        (self.output_name,) = [o["name"] for o in config["output"]]
+        self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        pb_utils.Logger.log_info(f"loaded {path} ({self.input_name} -> {self.output_name})")
+
+    def execute(self, requests: list) -> list:
+        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        sizes = [a.shape[0] for a in arrays]
+        try:
+            batch = np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
+            batch = np.ascontiguousarray(batch, dtype=np.float32)
+            (out,) = self.session.run([self.output_name], {self.input_name: batch})
+        except Exception as exc:  # one bad batch must not take the model down
+            err = pb_utils.TritonError(f"inference failed: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
+        responses = []
+        start = 0
+        for size in sizes:
+            part = out[start:start + size].astype(self.output_dtype, copy=False)
+            start += size
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(self.output_name, part)]))
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None
