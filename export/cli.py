@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from export import DEFAULT_MODEL, DEFAULT_SOURCE
 from export.errors import ExportError, HubUnreachableError
+from export.progress import Steps
 from export.sources import HUB_TIMEOUT_S
 
 
@@ -32,24 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class StepPrinter:
-    """Numbered progress lines with elapsed time, so a slow step shows where it is."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.start = time.monotonic()
-
-    def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            print(f"[export {time.monotonic() - self.start:6.1f}s] {msg}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from export.pipeline import export_model
 
-    say = StepPrinter(args.quiet)
+    say = Steps(quiet=args.quiet)
     kwargs = dict(seed=args.seed, keep=args.keep, hub_timeout=args.hub_timeout, progress=say)
     try:
         try:
@@ -61,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"twin:{args.fallback_twin} (random weights, same interface)", flush=True)
             result = export_model(f"twin:{args.fallback_twin}", args.repository, args.model, **kwargs)
     except ExportError as exc:
+        say.close()
         print(f"export: error: {exc}", file=sys.stderr)
         return 2
+    say.close()
     print(f"exported {result.source} -> {result.path} "
           f"({result.interface.input_name} {list(result.interface.input_dims)} -> "
           f"{result.interface.output_name} {list(result.interface.output_dims)}; "
