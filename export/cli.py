@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback-twin", metavar="NAME",
                    help="if the hub can't be reached, export twin:NAME instead of failing")
     p.add_argument("--quiet", action="store_true", help="print only the result line")
+    # --- optimized serving paths (export/onnx.py, export/tftrt.py) ---
+    from export import onnx, tftrt
+
+    onnx.add_arguments(p)
+    tftrt.add_arguments(p)
+    # --- end optimized serving paths ---
     return p
 
 
@@ -40,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     say = Steps(quiet=args.quiet)
     kwargs = dict(seed=args.seed, keep=args.keep, hub_timeout=args.hub_timeout, progress=say)
     try:
+        # --- optimized serving paths: their options and needs (TensorRT, a GPU) are checked first
+        from export import onnx, tftrt
+
+        onnx.preflight(args)
+        tftrt.preflight(args)
+        # --- end optimized serving paths ---
         try:
             result = export_model(args.source, args.repository, args.model, **kwargs)
         except HubUnreachableError as exc:
@@ -57,4 +69,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({result.interface.input_name} {list(result.interface.input_dims)} -> "
           f"{result.interface.output_name} {list(result.interface.output_dims)}; "
           f"max abs diff {result.max_abs_diff:.3g}; {result.seconds:.1f} s)", flush=True)
+    # --- optimized serving paths, built from the version just written ---
+    from export import onnx, tftrt
+
+    say = Steps(quiet=args.quiet)
+    try:
+        for step in (onnx.run_after_export, tftrt.run_after_export):
+            line = step(args, result.version, say)
+            if line:
+                print(line, flush=True)
+    except ExportError as exc:
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        say.close()
+    # --- end optimized serving paths ---
     return 0

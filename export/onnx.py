@@ -44,12 +44,12 @@ import numpy as np
 
 from export import SAVEDMODEL_DIRNAME, repository
 from export.errors import ExportError, FidelityError, SourceError
-from export.signature import Interface
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from export.model_config import BatchingOptions
+    from export.signature import Interface
 
 ONNX_FILENAME = "model.onnx"
 MODEL_SUFFIX = "_onnx"
@@ -342,6 +342,7 @@ def export_onnx(repo: Path, model: str, *, version: int | None = None, opset: in
                                 f"(> {rtol:g} x {result.max_abs_reference:.3g} + {atol:g})")
         record = {"source_model": model, "source_version": source_version, "converter": "tf2onnx",
                   "converter_version": _version("tf2onnx"), "opset": opset,
+                  "convert_seconds": round(seconds, 2),
                   "parity": asdict(result), "rtol": rtol, "atol": atol}
         (staging / PROVENANCE_FILENAME).write_text(json.dumps(record, indent=2) + "\n")
         # Configs first: a version never appears without the config that serves it.
@@ -363,6 +364,35 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`python -m export` option: convert the version just exported."""
+    p.add_argument("--onnx", action="store_true",
+                   help="also convert the new version to <model>_onnx/<N>/model.onnx (tf2onnx; "
+                        "parity with the SavedModel checked in onnxruntime)")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Before the export: `--onnx` needs the onnx extra; say so before any work, not after it."""
+    if not getattr(args, "onnx", False):
+        return
+    import importlib.util
+
+    absent = [m for m in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ExportError(f"--onnx needs {', '.join(absent)}: pip install -e '.[onnx]'")
+
+
+def run_after_export(args: argparse.Namespace, version: int,
+                     progress: Callable[[str], None] | None = None) -> str | None:
+    """The `--onnx` step of `python -m export`; returns its result line (None when not asked)."""
+    if not getattr(args, "onnx", False):
+        return None
+    result = export_onnx(args.repository, args.model, version=version, progress=progress)
+    return (f"converted {result.source_model}/{result.source_version} -> {result.path} (max abs diff "
+            f"{result.parity.max_abs_diff:.3g}, {result.parity.relative:.2g} relative; "
+            f"{result.convert_seconds:.1f} s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
