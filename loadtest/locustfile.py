@@ -1,11 +1,17 @@
 """Locust users that call the embedding service the way applications do: through `client`.
 
-Run headless through `python -m loadtest` (which also prints a summary), or directly:
+Run headless through `python -m loadtest` (which adds server-side statistics, a saturation guard and
+SLO gates), or directly, alone or as a master with workers:
     locust -f loadtest/locustfile.py --headless -u 8 -r 8 -t 30s --host 127.0.0.1:8001
 
-Parameters come from the environment, so distributed workers read the same ones:
-    LOADTEST_MODEL (pnasnet_large), LOADTEST_IMAGES (a folder; default: the shipped samples),
-    LOADTEST_BATCH (images per request, default 1).
+Users (one runs, chosen by --loadtest-user / LOADTEST_USER unless User classes are named):
+    EmbeddingGrpcUser  `embed_batch` over gRPC: image bytes in, preprocessing in the user
+    EmbeddingHttpUser  the same over HTTP (--host is then Triton's HTTP address)
+    RawTensorUser      `embed_arrays` with inputs built once: server + transport only
+Load: closed loop by default (each user waits for its response); --loadtest-rate-per-user makes it
+open loop (arrivals on a schedule, latency measured from the scheduled time); --loadtest-steps
+holds a list of user counts for --loadtest-step-time each. Every option also reads an environment
+variable (see `loadtest/settings.py`), which is how distributed workers get them.
 """
 
 from __future__ import annotations
@@ -15,65 +21,446 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
-import os  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from locust import User, between, events, task  # noqa: E402
+import gevent  # noqa: E402
+import numpy as np  # noqa: E402
+from gevent.lock import BoundedSemaphore  # noqa: E402
+from gevent.pool import Group  # noqa: E402
+from gevent.queue import Empty, Queue  # noqa: E402
+from locust import LoadTestShape, User, events, task  # noqa: E402
+from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
-from client import EmbeddingClient, EmbeddingError  # noqa: E402
+from client import EmbeddingClient  # noqa: E402
+from loadtest.clients import make_client  # noqa: E402
+from loadtest.report import from_histogram, summarize  # noqa: E402
+from loadtest.settings import Settings, add_locust_options  # noqa: E402
+from loadtest.slo import SLO_EXIT_CODE, Thresholds, evaluate  # noqa: E402
 
+log = logging.getLogger("loadtest")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+_CORPORA: dict[str, list[bytes]] = {}
 
 
 def load_corpus(folder: str | None) -> list[bytes]:
     """Encoded images, read once per process so the disk is not part of the measurement."""
-    if folder:
-        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        from samples import sample_paths
+    key = folder or ""
+    if key not in _CORPORA:
+        if folder:
+            paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            from samples import sample_paths
 
-        paths = sample_paths()
-    if not paths:
-        raise SystemExit(f"no images found in {folder}")
-    return [p.read_bytes() for p in paths]
+            paths = sample_paths()
+        if not paths:
+            raise ValueError(f"no images found in {folder}")
+        _CORPORA[key] = [p.read_bytes() for p in paths]
+    return _CORPORA[key]
 
 
-CORPUS: list[bytes] = []
+# -- generator health: delays that come from the load generator, not the server -------------------
+class LagStats:
+    """Counts of delays. For open-loop arrivals: how late requests started against their schedule
+    (the generator was slow, or every in-flight slot was taken). For the event loop: how much later
+    than asked a 10 ms sleep returned (something held the loop: CPU-bound preprocessing in a user,
+    or a starved process). Either way, latency then includes the generator's own queueing."""
+
+    FIELDS = ("count", "total_s", "max_s", "over_10ms", "over_100ms", "waited_for_slot")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.values: dict[str, float] = dict.fromkeys(self.FIELDS, 0.0)
+
+    def add(self, lag_s: float, waited: bool) -> None:
+        v = self.values
+        v["count"] += 1
+        v["total_s"] += lag_s
+        v["max_s"] = max(v["max_s"], lag_s)
+        v["over_10ms"] += lag_s > 0.010
+        v["over_100ms"] += lag_s > 0.100
+        v["waited_for_slot"] += waited
+
+    def merge(self, other: dict[str, float]) -> None:
+        for key, value in other.items():
+            if key == "max_s":
+                self.values[key] = max(self.values[key], value)
+            elif key in self.values:
+                self.values[key] += value
+
+    def pop(self) -> dict[str, float]:
+        out, _ = dict(self.values), self.reset()
+        return out
+
+    def summary(self) -> dict[str, float]:
+        v = self.values
+        count = int(v["count"])
+        return {"requests": count, "avg_ms": round(v["total_s"] / count * 1000, 3) if count else 0.0,
+                "max_ms": round(v["max_s"] * 1000, 3),
+                "late_10ms_ratio": round(v["over_10ms"] / count, 4) if count else 0.0,
+                "late_100ms_ratio": round(v["over_100ms"] / count, 4) if count else 0.0,
+                "waited_for_slot": int(v["waited_for_slot"])}
+
+
+LAG = LagStats()  # open-loop schedule lag
+LOOP = LagStats()  # event-loop lag
+LOOP_TICK_S = 0.010
+
+
+def _watch_event_loop() -> None:
+    """Sleep 10 ms again and again; the oversleep is how long the loop could not run anything."""
+    while True:
+        start = time.perf_counter()
+        gevent.sleep(LOOP_TICK_S)
+        LOOP.add(max(time.perf_counter() - start - LOOP_TICK_S, 0.0), False)
+
+
+# -- users -----------------------------------------------------------------------------------------
+class ClientPool:
+    """Clients for concurrent open-loop requests: one per in-flight request, created on demand.
+
+    One client per request in flight works for every protocol (the HTTP client holds one
+    connection); `max_size` bounds memory when the server falls behind.
+    """
+
+    def __init__(self, factory: Callable[[], EmbeddingClient], max_size: int) -> None:
+        self.factory = factory
+        self.slots = BoundedSemaphore(max_size)
+        self.idle: Queue = Queue()
+        self.all: list[EmbeddingClient] = []
+
+    def acquire(self) -> tuple[EmbeddingClient, bool]:
+        """A free client, and whether the caller had to wait for a slot."""
+        waited = not self.slots.acquire(blocking=False)
+        if waited:
+            self.slots.acquire()
+        try:
+            return self.idle.get_nowait(), waited
+        except Empty:
+            client = self.factory()
+            self.all.append(client)
+            return client, waited
+
+    def release(self, client: EmbeddingClient) -> None:
+        self.idle.put(client)
+        self.slots.release()
+
+    def close(self) -> None:
+        for client in self.all:
+            client.close()
+        self.all.clear()
+
+
+class _EmbeddingUser(User):
+    """Shared loop of every user: closed loop, or open loop at --loadtest-rate-per-user."""
+
+    abstract = True
+    protocol = "grpc"
+    request_type = "grpc"
+    kind = "grpc"
+
+    def wait_time(self) -> float:
+        if self.settings.rate_per_user > 0:
+            return 0.0  # the schedule sleeps, not Locust
+        return self.settings.think_ms / 1000.0
+
+    def on_start(self) -> None:
+        self.settings = Settings.from_options(self.environment.parsed_options)
+        self.client = self.new_client()
+        self.client.info  # noqa: B018 - fetch the model contract once, outside the measurement
+        self.prepare()
+        self._group = Group()
+        self._pool: ClientPool | None = None
+        self._next_arrival: float | None = None
+        if self.settings.rate_per_user > 0:
+            self._pool = ClientPool(self.new_client, self.settings.max_inflight)
+            self._pool.all.append(self.client)
+            self._pool.idle.put(self.client)
+
+    def on_stop(self) -> None:
+        # Let in-flight open-loop requests end, then close and drop every client, or the process
+        # can hang at exit in the gRPC client's __del__.
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.join(timeout=5.0)
+            group.kill(block=True, timeout=5.0)
+        if getattr(self, "_pool", None) is not None:
+            self._pool.close()
+            self._pool = None
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+            self.client = None
+
+    def new_client(self) -> EmbeddingClient:
+        s = self.settings
+        client = make_client(self.host, s.model, protocol=self.protocol, transport=s.transport,
+                             timeout=s.timeout)
+        return client
+
+    # Subclasses: what one request sends.
+    def prepare(self) -> None:
+        self.corpus = load_corpus(self.settings.images)
+
+    def request_name(self) -> str:
+        return f"embed_batch[{self.settings.batch}]"
+
+    def call(self, client: EmbeddingClient) -> None:
+        client.embed_batch(random.choices(self.corpus, k=self.settings.batch))
+
+    # The loop.
+    @task
+    def embed(self) -> None:
+        if self.settings.rate_per_user > 0:
+            self._schedule_next()
+        else:
+            self._measure(time.perf_counter(), self.client)
+
+    def _measure(self, start: float, client: EmbeddingClient) -> None:
+        exc: Exception | None = None
+        try:
+            self.call(client)
+        except Exception as error:  # every failure is counted, by type, in the report
+            exc = error
+        self.environment.events.request.fire(
+            request_type=self.request_type, name=self.request_name(),
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=0 if exc else self.settings.batch, exception=exc, context={})
+
+    def _schedule_next(self) -> None:
+        rate = self.settings.rate_per_user
+        now = time.perf_counter()
+        interval = random.expovariate(rate) if self.settings.arrivals == "poisson" else 1.0 / rate
+        if self._next_arrival is None:  # users start out of phase
+            self._next_arrival = now + random.uniform(0.0, 1.0 / rate)
+        else:
+            self._next_arrival += interval
+        scheduled = self._next_arrival
+        if scheduled > now:
+            gevent.sleep(scheduled - now)
+        client, waited = self._pool.acquire()
+        LAG.add(max(time.perf_counter() - scheduled, 0.0), waited)
+        self._group.spawn(self._measure_and_release, scheduled, client)
+
+    def _measure_and_release(self, scheduled: float, client: EmbeddingClient) -> None:
+        try:
+            # Latency counts from the scheduled time: a late start is the user's wait too.
+            self._measure(scheduled, client)
+        finally:
+            if self._pool is not None:
+                self._pool.release(client)
+
+
+class EmbeddingGrpcUser(_EmbeddingUser):
+    """An application thread calling `embed_batch` with encoded images over gRPC."""
+
+
+class EmbeddingHttpUser(_EmbeddingUser):
+    """An application thread calling `embed_batch` with encoded images over HTTP."""
+
+    protocol = "http"
+    request_type = "http"
+    kind = "http"
+
+
+class RawTensorUser(_EmbeddingUser):
+    """Sends input tensors built once at start: no decoding or resizing in the measured loop, so
+    its latency is server + transport; compare with EmbeddingGrpcUser to see preprocessing cost."""
+
+    request_type = "grpc-raw"
+    kind = "raw"
+    _BATCHES = 4  # distinct pre-built batches cycled through
+
+    def prepare(self) -> None:
+        corpus = load_corpus(self.settings.images)
+        pixels = [self.client.preprocess(item, i) for i, item in enumerate(corpus)]
+        batch = self.settings.batch
+        self.batches = [np.stack([pixels[(b * batch + j) % len(pixels)] for j in range(batch)])
+                        for b in range(min(self._BATCHES, len(pixels)))]
+        self._turn = 0
+
+    def request_name(self) -> str:
+        return f"embed_arrays[{self.settings.batch}]"
+
+    def call(self, client: EmbeddingClient) -> None:
+        self._turn = (self._turn + 1) % len(self.batches)
+        client.embed_arrays(self.batches[self._turn])
+
+
+USERS: dict[str, type[_EmbeddingUser]] = {
+    cls.kind: cls for cls in (EmbeddingGrpcUser, EmbeddingHttpUser, RawTensorUser)}
+
+
+# -- load shape ------------------------------------------------------------------------------------
+class StepMarks:
+    """Snapshots of the aggregated statistics when each ramp step starts, for per-step summaries."""
+
+    def __init__(self) -> None:
+        self.marks: list[dict[str, Any]] = []
+
+    def mark(self, index: int, users: int, total: Any) -> None:
+        self.marks.append({"step": index, "users": users, "time": time.time(), **_snapshot(total)})
+
+    def steps(self, total: Any, rate_per_user: float) -> list[dict[str, Any]]:
+        if not self.marks:
+            return []
+        end = {"time": time.time(), **_snapshot(total)}
+        out = []
+        for begin, after in zip(self.marks, [*self.marks[1:], end], strict=True):
+            hist = {k: after["hist"].get(k, 0) - begin["hist"].get(k, 0) for k in after["hist"]}
+            hist = {k: v for k, v in hist.items() if v > 0}
+            summary = from_histogram(
+                hist, requests=after["requests"] - begin["requests"],
+                failures=after["failures"] - begin["failures"],
+                total_ms=after["total_ms"] - begin["total_ms"], max_ms=max(hist, default=0.0),
+                images=after["images"] - begin["images"], span_s=after["time"] - begin["time"])
+            row = {"step": begin["step"], "users": begin["users"], **summary.as_dict()}
+            if rate_per_user > 0:
+                row["offered_rps"] = round(begin["users"] * rate_per_user, 3)
+            out.append(row)
+        return out
+
+
+def _snapshot(total: Any) -> dict[str, Any]:
+    return {"hist": {float(k): v for k, v in total.response_times.items()},
+            "requests": total.num_requests, "failures": total.num_failures,
+            "total_ms": total.total_response_time, "images": total.total_content_length}
+
+
+STEPS = StepMarks()
+
+
+class LoadtestShape(LoadTestShape):
+    """Fixed users (-u/-r/-t, as without a shape), or a stepped ramp with --loadtest-steps.
+
+    With a shape Locust leaves --run-time to it, so both modes end the run at --run-time.
+    """
+
+    use_common_options = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step = -1
+
+    def tick(self) -> tuple[int, float] | None:
+        options = self.runner.environment.parsed_options
+        settings = Settings.from_options(options)
+        if options.run_time and self.get_run_time() >= options.run_time:
+            return None
+        if not settings.steps:
+            return int(options.num_users or 1), float(options.spawn_rate or 1)
+        index = int(self.get_run_time() // settings.step_time)
+        if index >= len(settings.steps):
+            return None
+        users = int(settings.steps[index])
+        if index != self._step:
+            self._step = index
+            STEPS.mark(index, users, self.runner.stats.total)
+            log.info("step %d: %d users", index, users)
+        return users, float(options.spawn_rate or max(settings.steps))
+
+
+# -- wiring ----------------------------------------------------------------------------------------
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    add_locust_options(parser)
 
 
 @events.init.add_listener
-def _load(environment, **_kwargs) -> None:  # noqa: ANN001 - Locust's signature
-    CORPUS[:] = load_corpus(os.environ.get("LOADTEST_IMAGES"))
+def _init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
+    """Run only the chosen user kind unless User classes were named; check options early."""
+    options = environment.parsed_options
+    settings = Settings.from_options(options)
+    if isinstance(runner, WorkerRunner):
+        return  # workers instantiate whatever the master dispatches
+    named = getattr(options, "user_classes", None)
+    if not named:
+        chosen = [c for c in environment.user_classes if getattr(c, "kind", None) == settings.user]
+        if chosen:
+            environment.user_classes[:] = chosen
 
 
-class EmbeddingGrpcUser(User):
-    """One application thread calling `embed_batch` in a loop over gRPC."""
+_WATCHER: list[gevent.Greenlet] = []
 
-    wait_time = between(0.0, 0.01)
 
-    def on_start(self) -> None:
-        self.batch = int(os.environ.get("LOADTEST_BATCH", "1"))
-        self.model = os.environ.get("LOADTEST_MODEL", "pnasnet_large")
-        self.client = EmbeddingClient(self.host or None, self.model, timeout=120.0)
-        self.client.info  # noqa: B018 - fetch the model contract once, outside the measurement
+@events.test_start.add_listener
+def _start_watch(environment: Any, **_kwargs: Any) -> None:
+    if not isinstance(environment.runner, MasterRunner) and not _WATCHER:
+        _WATCHER.append(gevent.spawn(_watch_event_loop))
 
-    def on_stop(self) -> None:
-        # Close and drop the client, or the process can hang at exit in the gRPC client's __del__.
-        self.client.close()
-        self.client = None
 
-    @task
-    def embed(self) -> None:
-        images = random.choices(CORPUS, k=self.batch)
-        start = time.perf_counter()
-        exc: Exception | None = None
-        try:
-            self.client.embed_batch(images)
-        except EmbeddingError as error:
-            exc = error
-        self.environment.events.request.fire(
-            request_type="grpc", name=f"embed_batch[{self.batch}]",
-            response_time=(time.perf_counter() - start) * 1000.0,
-            response_length=self.batch, exception=exc, context={})
+@events.test_stop.add_listener
+def _stop_watch(environment: Any, **_kwargs: Any) -> None:
+    while _WATCHER:
+        _WATCHER.pop().kill(block=False)
+
+
+@events.report_to_master.add_listener
+def _report_lag(client_id: str, data: dict, **_kwargs: Any) -> None:
+    data["loadtest_lag"] = LAG.pop()
+    data["loadtest_loop"] = LOOP.pop()
+
+
+@events.worker_report.add_listener
+def _collect_lag(client_id: str, data: dict, **_kwargs: Any) -> None:
+    LAG.merge(data.get("loadtest_lag", {}))
+    LOOP.merge(data.get("loadtest_loop", {}))
+
+
+_CPU: dict[str, float] = {"max_percent": 0.0, "warnings": 0}
+
+
+@events.cpu_warning.add_listener
+def _cpu_warning(environment: Any, cpu_usage: float, **_kwargs: Any) -> None:
+    _CPU["max_percent"] = max(_CPU["max_percent"], float(cpu_usage))
+    _CPU["warnings"] += 1
+
+
+@events.quitting.add_listener
+def _finish(environment: Any, **_kwargs: Any) -> None:
+    """On the master (or a single process): per-step statistics, generator health, SLO verdict."""
+    runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
+    settings = Settings.from_options(environment.parsed_options)
+    stats = runner.stats
+    entries = [e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures]
+    summary = summarize(entries)
+    thresholds = Thresholds.from_options(environment.parsed_options)
+    violations = evaluate(summary.metrics(), thresholds) if thresholds.any else []
+    if violations:
+        log.error("SLO missed: %s", "; ".join(violations))
+        environment.process_exit_code = SLO_EXIT_CODE
+    elif thresholds.max_error_rate is not None and not runner.exceptions:
+        environment.process_exit_code = 0  # failures within the allowed error rate
+    extras = {
+        "runner": type(runner).__name__,
+        "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 0,
+        "user_classes": [c.__name__ for c in environment.user_classes],
+        "cpu_warning": bool(runner.cpu_warning_emitted),
+        "worker_cpu_warning": bool(getattr(runner, "worker_cpu_warning_emitted", False)),
+        "cpu_warning_max_percent": _CPU["max_percent"],
+        "open_loop": settings.rate_per_user > 0,
+        "rate_per_user": settings.rate_per_user,
+        "schedule_lag": LAG.summary() if settings.rate_per_user > 0 else None,
+        "event_loop_lag": LOOP.summary(),
+        "steps": STEPS.steps(stats.total, settings.rate_per_user),
+        "errors": list(stats.serialize_errors().values()),
+        "exceptions": len(runner.exceptions),
+        "summary": summary.as_dict(),
+        "slo": {"thresholds": thresholds.as_dict(), "violations": violations,
+                "passed": not violations},
+    }
+    if settings.extras_file:
+        path = Path(settings.extras_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(extras, indent=2))

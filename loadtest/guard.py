@@ -1,0 +1,146 @@
+"""Is the load generator itself the bottleneck? Then its numbers are not the server's.
+
+A Locust process runs its users on one core (gevent). When that core is busy (decoding and resizing
+images, serializing tensors), requests wait for the event loop, and that wait is reported as
+latency, and closed-loop users send fewer requests: the run measures the generator. The guard
+samples every Locust process's CPU while the run lasts, reads Locust's own CPU warnings and, for open
+loop runs, how late requests started against their schedule, and says whether the result is
+reliable and why not.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+#: A Locust process above this share of one core is treated as busy.
+BUSY_PERCENT = 85.0
+#: ...and saturated when busy for at least this share of the run's samples.
+BUSY_SHARE = 0.25
+#: Open loop: share of requests that may start more than 10 ms late before the run is unreliable.
+LATE_SHARE = 0.05
+#: Mean event-loop delay (what a response waits before its user runs again) that is tolerated:
+#: below LOOP_MIN_MS, or at most this share of the median latency.
+LOOP_MIN_MS = 1.0
+LOOP_SHARE_OF_P50 = 0.10
+LOCUST_CPU_WARNING = re.compile(r"CPU usage (above|was too high|threshold was exceeded)|"
+                                r"exceeded cpu threshold", re.I)
+
+
+@dataclass
+class CpuMonitor:
+    """Samples the CPU of a process tree (the Locust master and its workers) in a thread."""
+
+    pid: int
+    interval: float = 0.5
+    samples: dict[int, list[float]] = field(default_factory=dict)
+    machine: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._procs: dict[int, psutil.Process] = {}
+        self._thread = threading.Thread(target=self._run, name="cpu-monitor", daemon=True)
+
+    def start(self) -> CpuMonitor:
+        psutil.cpu_percent(None)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pid)
+            found = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+        for proc in found:
+            if proc.pid not in self._procs:
+                self._procs[proc.pid] = proc
+                try:
+                    proc.cpu_percent(None)  # the first call only sets the baseline
+                except psutil.Error:
+                    pass
+        return [self._procs[p.pid] for p in found]
+
+    def _run(self) -> None:
+        self._tree()
+        while not self._stop.wait(self.interval):
+            for proc in self._tree():
+                try:
+                    value = proc.cpu_percent(None)
+                except psutil.Error:
+                    continue
+                self.samples.setdefault(proc.pid, []).append(value)
+            self.machine.append(psutil.cpu_percent(None))
+
+    def summary(self) -> dict[str, Any]:
+        """Per process: mean and max % of one core and the share of busy samples; machine mean."""
+        per_process = {}
+        for pid, values in self.samples.items():
+            values = values[1:] or values  # the first interval includes process start-up
+            if not values:
+                continue
+            per_process[str(pid)] = {
+                "mean_percent": round(sum(values) / len(values), 1),
+                "max_percent": round(max(values), 1),
+                "busy_share": round(sum(v >= BUSY_PERCENT for v in values) / len(values), 3),
+                "samples": len(values)}
+        machine = self.machine[1:] or self.machine
+        return {"processes": per_process,
+                "machine_mean_percent": round(sum(machine) / len(machine), 1) if machine else None,
+                "cores": psutil.cpu_count() or 1}
+
+
+def locust_cpu_warnings(log_text: str) -> list[str]:
+    """Locust's own CPU warnings found in its log output."""
+    return [line.strip() for line in log_text.splitlines() if LOCUST_CPU_WARNING.search(line)]
+
+
+def verdict(cpu: dict[str, Any] | None, extras: dict[str, Any] | None,
+            log_warnings: list[str], p50_ms: float | None = None) -> dict[str, Any]:
+    """`reliable` is False when any sign says the generator, not the server, set the numbers."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    for pid, proc in (cpu or {}).get("processes", {}).items():
+        if proc["busy_share"] >= BUSY_SHARE:
+            reasons.append(f"Locust process {pid} was >= {BUSY_PERCENT:.0f}% of a core in "
+                           f"{proc['busy_share']:.0%} of samples (mean {proc['mean_percent']}%)")
+    extras = extras or {}
+    if extras.get("cpu_warning") or extras.get("worker_cpu_warning"):
+        reasons.append("Locust reported CPU usage above 90% in a load-generating process")
+    elif log_warnings:
+        reasons.append(f"Locust warned: {log_warnings[0][:160]}")
+    loop = extras.get("event_loop_lag") or {}
+    if loop.get("requests"):
+        held = loop["avg_ms"]
+        share = held / p50_ms if p50_ms else 0.0
+        text = (f"the Locust event loop was held {held:.1f} ms on average (max {loop['max_ms']:.0f} "
+                f"ms; > 10 ms in {loop['late_10ms_ratio']:.0%} of 10 ms ticks)")
+        if held >= LOOP_MIN_MS and share > LOOP_SHARE_OF_P50:
+            reasons.append(f"{text}, {share:.0%} of the p50 latency: CPU work in the generator "
+                           f"(image preprocessing, serialization) or a starved process delays "
+                           f"responses; use --processes, the raw user, or more cores")
+        elif held >= LOOP_MIN_MS:
+            notes.append(f"{text}: about {held:.1f} ms of each latency is the generator's")
+    lag = extras.get("schedule_lag") or {}
+    if lag.get("requests"):
+        if lag.get("late_10ms_ratio", 0) > LATE_SHARE:
+            reasons.append(f"{lag['late_10ms_ratio']:.0%} of open-loop requests started >10 ms "
+                           f"after their scheduled time (max {lag['max_ms']:.0f} ms): the generator "
+                           f"could not keep the schedule")
+        if lag.get("waited_for_slot"):
+            notes.append(f"{lag['waited_for_slot']} arrivals waited for a free in-flight slot "
+                         f"(raise --max-inflight if the server is not the limit)")
+    machine = (cpu or {}).get("machine_mean_percent")
+    if machine is not None and machine >= 90.0:
+        notes.append(f"the machine's CPUs averaged {machine:.0f}% busy: a server on the same machine "
+                     f"competes with the load generator")
+    return {"reliable": not reasons, "reasons": reasons, "notes": notes,
+            "event_loop_lag": loop or None}

@@ -1,0 +1,194 @@
+"""Latency against throughput over a series of load levels, and where the knee is.
+
+Each level is its own Locust run (so each has its own server-side split and generator check): a
+list of user counts (closed loop: concurrency, as perf_analyzer's --concurrency-range) or of
+arrival rates (open loop: offered load, as perf_analyzer's --request-rate-range). The table and the
+plot put p50/p95/p99 against the achieved throughput.
+
+The knee is the level with the best throughput per unit of tail latency (achieved req/s divided by
+p95, Kleinrock's "power"): before it, more load buys throughput at little latency cost; after it,
+latency grows faster than throughput. The peak is the highest achieved throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from loadtest.runner import run
+
+COLUMNS = ("load", "offered_rps", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+           "error_rate", "queue_ms", "compute_ms", "client_and_network_ms", "avg_batch", "reliable")
+
+
+def row_of(load: float, mode: str, report: dict[str, Any] | None) -> dict[str, Any]:
+    """One table row from one run's report (a run without statistics gives an empty row)."""
+    row: dict[str, Any] = {"load": f"{load:g} {'users' if mode == 'users' else 'req/s'}",
+                           "offered_rps": load if mode == "rate" else None}
+    if report is None:
+        return {**row, **{k: None for k in COLUMNS if k not in row}, "reliable": False}
+    server = report.get("server", {})
+    row.update(
+        rps=report["requests_per_s"], images_per_s=report["images_per_s"],
+        p50_ms=report["latency_ms"]["p50"], p95_ms=report["latency_ms"]["p95"],
+        p99_ms=report["latency_ms"]["p99"], max_ms=report["latency_ms"]["max"],
+        error_rate=report["error_rate"], queue_ms=server.get("queue_ms"),
+        compute_ms=server.get("compute_ms"),
+        client_and_network_ms=server.get("client_and_network_ms"),
+        avg_batch=server.get("avg_batch"), reliable=report["generator"]["reliable"])
+    return row
+
+
+def find_knee(rows: list[dict[str, Any]]) -> int | None:
+    """Index of the row with the highest rps / p95 among rows without failures."""
+    best, best_power = None, 0.0
+    for i, row in enumerate(rows):
+        if not row.get("rps") or not row.get("p95_ms") or (row.get("error_rate") or 0) > 0:
+            continue
+        power = row["rps"] / row["p95_ms"]
+        if power > best_power:
+            best, best_power = i, power
+    return best
+
+
+def find_peak(rows: list[dict[str, Any]]) -> int | None:
+    candidates = [i for i, r in enumerate(rows) if r.get("rps")]
+    return max(candidates, key=lambda i: rows[i]["rps"]) if candidates else None
+
+
+def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None) -> str:
+    """A Markdown table, readable in a terminal and pasteable into a release note."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "NO"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
+        return str(value)
+
+    head = ["load", "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "errors", "queue ms",
+            "compute ms", "client+net ms", "batch", "reliable", ""]
+    keys = ["load", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "queue_ms",
+            "compute_ms", "client_and_network_ms", "avg_batch", "reliable"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in enumerate(rows):
+        marks = []
+        if i == knee:
+            marks.append("knee")
+        if i == peak:
+            marks.append("peak")
+        if row.get("offered_rps") and row.get("rps") is not None and \
+                row["rps"] < 0.95 * row["offered_rps"]:
+            marks.append("overloaded")
+        lines.append("| " + " | ".join([cell(row.get(k)) for k in keys] + [", ".join(marks)]) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -> Path | None:
+    """p50/p95/p99 against achieved throughput, knee marked; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    points = [r for r in rows if r.get("rps")]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    x = [r["rps"] for r in points]
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        ax.plot(x, [r[key] for r in points], style, label=key.replace("_ms", ""))
+    for r in points:
+        ax.annotate(r["load"], (r["rps"], r["p95_ms"]), textcoords="offset points", xytext=(4, 6),
+                    fontsize=7, color="dimgray")
+        if not r.get("reliable"):
+            ax.plot([r["rps"]], [r["p95_ms"]], "x", color="red", markersize=10)
+    if knee is not None and rows[knee].get("rps"):
+        k = rows[knee]
+        ax.axvline(k["rps"], color="gray", linestyle="--", linewidth=1)
+        ax.annotate(f"knee: {k['load']}\n{k['rps']:.1f} req/s, p95 {k['p95_ms']:.0f} ms",
+                    (k["rps"], k["p95_ms"]), textcoords="offset points", xytext=(-10, 30),
+                    ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "gray"})
+    ax.set_xlabel("achieved throughput (requests/s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="latency", loc="upper left")
+    if any(not r.get("reliable") for r in points):
+        ax.text(0.99, 0.01, "x: load generator saturated (unreliable)", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="red")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Run every level, write `<out>_sweep.{json,csv,md,png}`, print the table; 1 if a level broke."""
+    mode = "rate" if args.rates else "users"
+    levels = [float(v) for v in (args.rates or args.users_list).split(",") if v]
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, reports, worst = [], [], 0
+    for i, level in enumerate(levels):
+        step = copy.copy(args)
+        step.out = Path(f"{out}_step{i}")
+        step.steps = None
+        step.duration = args.step_duration
+        if mode == "rate":
+            step.arrival_rate = level
+            step.users = args.users
+        else:
+            step.arrival_rate = None
+            step.users = int(level)
+        step.spawn_rate = None
+        code, report = run(step, quiet=True)
+        row = row_of(level, mode, report)
+        rows.append(row)
+        reports.append(str(step.out) + ".json")
+        if report is None or report["requests"] == 0:
+            worst = 1
+        print(f"  {row['load']:>12}: {row['rps'] or 0:8.1f} req/s  p50 {row['p50_ms'] or 0:6.0f}  "
+              f"p95 {row['p95_ms'] or 0:6.0f}  p99 {row['p99_ms'] or 0:6.0f} ms  "
+              f"errors {row['error_rate'] or 0:.3f}{'' if row['reliable'] else '  (unreliable)'}",
+              flush=True)
+    knee, peak = find_knee(rows), find_peak(rows)
+    table = format_table(rows, knee, peak)
+    title = (f"{args.model}: {args.user} user, batch {args.batch}, "
+             f"{'open loop' if mode == 'rate' else 'closed loop'}, {args.step_duration} per level")
+    png = plot(rows, knee, Path(f"{out}_sweep.png"), title)
+    result = {"mode": mode, "levels": levels, "rows": rows, "knee": knee, "peak": peak,
+              "knee_row": rows[knee] if knee is not None else None,
+              "peak_row": rows[peak] if peak is not None else None,
+              "reports": reports, "plot": str(png) if png else None, "config": vars_of(args)}
+    Path(f"{out}_sweep.json").write_text(json.dumps(result, indent=2))
+    Path(f"{out}_sweep.md").write_text(f"{title}\n\n{table}\n")
+    with Path(f"{out}_sweep.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k) for k in COLUMNS} for r in rows)
+    print()
+    print(table)
+    if knee is not None:
+        k = rows[knee]
+        print(f"knee: {k['load']} -> {k['rps']:.1f} req/s ({k['images_per_s']:.1f} images/s) at "
+              f"p95 {k['p95_ms']:.0f} ms")
+    if peak is not None:
+        p = rows[peak]
+        print(f"peak: {p['load']} -> {p['rps']:.1f} req/s at p95 {p['p95_ms']:.0f} ms")
+    print(f"sweep: {out}_sweep.md, {out}_sweep.csv, {out}_sweep.json"
+          + (f", {png}" if png else " (no plot: matplotlib missing)"))
+    return worst
+
+
+def vars_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k != "func"}
