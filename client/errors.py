@@ -1,10 +1,27 @@
-"""The client's exceptions: one base class, and a subclass per thing a caller can act on."""
+"""The client's exceptions: one base class, and a subclass per thing a caller can act on.
+
+    EmbeddingError
+    ├── InvalidImageError        the input (which `index`) cannot become a model input: fix the input
+    ├── ServerUnavailableError   cannot reach the server, or it is stopping: retry later
+    │   └── RequestTimeoutError  the per-call deadline passed
+    ├── ModelNotReadyError       the server is up but the model is unknown, loading or unloading
+    ├── AuthenticationError      the server or a proxy refused the credentials (TLS or headers)
+    └── InferenceError           the server rejected or failed the request for another reason
+
+Server-side errors carry `status` (the gRPC code name, e.g. "UNAVAILABLE", or the HTTP status) and
+`transient`, which the retry policy reads: only conditions that go away by themselves are retried.
+"""
 
 from __future__ import annotations
 
 
 class EmbeddingError(Exception):
     """Base class of every error this client raises."""
+
+    def __init__(self, message: str, *, status: str | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
 
 
 class InvalidImageError(EmbeddingError, ValueError):
@@ -22,13 +39,37 @@ class InvalidImageError(EmbeddingError, ValueError):
         super().__init__(prefix + message)
         self.reason = message
 
+    def at(self, index: int | None, item: str | None) -> InvalidImageError:
+        """The same error, located at `index` of a batch (the reason is kept as is)."""
+        located = InvalidImageError(self.reason, index, item)
+        located.__cause__ = self.__cause__
+        return located
+
+    def __reduce__(self) -> tuple:  # picklable across processes, keeping index and item
+        return (InvalidImageError, (self.reason, self.index, self.item))
+
 
 class ServerUnavailableError(EmbeddingError, ConnectionError):
     """The server could not be reached, or it is shutting down; worth retrying later."""
 
+    def __init__(self, message: str, *, status: str | None = None, transient: bool = True) -> None:
+        super().__init__(message, status=status, transient=transient)
+
+
+class RequestTimeoutError(ServerUnavailableError, TimeoutError):
+    """The call did not finish within its timeout (the server may still be working on it)."""
+
+    def __init__(self, message: str, *, status: str | None = "DEADLINE_EXCEEDED",
+                 transient: bool = False) -> None:
+        super().__init__(message, status=status, transient=transient)
+
 
 class ModelNotReadyError(EmbeddingError):
-    """The server is up but the model is unknown or not loaded."""
+    """The server is up but the model is unknown or not loaded (transient while it (un)loads)."""
+
+
+class AuthenticationError(EmbeddingError, PermissionError):
+    """The server (or a proxy in front of it) refused the request's credentials."""
 
 
 class InferenceError(EmbeddingError):

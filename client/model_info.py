@@ -1,4 +1,4 @@
-"""What the client learns from the server: tensor names, input size and batch limit.
+"""What the client learns from the server: tensor names, input size and type, batch limit.
 
 Nothing here is a constant of the client: it reads the model's metadata and config, as Triton's
 own image_client does, so a model with other names or sizes works unchanged.
@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.errors import ModelNotReadyError
+
+#: Input types the client can produce: the model's float input, or 8-bit pixels (compact transport).
+SUPPORTED_INPUT_TYPES = ("FP32", "UINT8")
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,26 @@ class ModelInfo:
     output_name: str
     output_dim: int
     max_batch_size: int
+    platform: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height), the order Pillow uses."""
         return (self.width, self.height)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Input tensor bytes of one image (the payload a request carries per image)."""
+        itemsize = {"FP32": 4, "UINT8": 1}.get(self.input_datatype, 4)
+        return self.height * self.width * self.channels * itemsize
+
     @classmethod
     def from_server(cls, metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
-        """Build from `get_model_metadata(as_json=True)` and `get_model_config(as_json=True)`."""
+        """Build from model metadata and config JSON (gRPC `as_json=True` or HTTP)."""
         cfg = config.get("config", config)
         inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
         if len(inputs) != 1 or len(outputs) != 1:
@@ -49,8 +63,12 @@ class ModelInfo:
             raise ModelNotReadyError(
                 f"model {metadata.get('name')!r} takes {in_shape} -> {out_shape}; expected "
                 f"[H, W, 3] -> [D]")
+        if inp["datatype"] not in SUPPORTED_INPUT_TYPES:
+            raise ModelNotReadyError(
+                f"model {metadata.get('name')!r} takes {inp['datatype']}; the client sends "
+                f"{' or '.join(SUPPORTED_INPUT_TYPES)}")
         versions = metadata.get("versions") or [""]
         return cls(name=metadata["name"], version=str(versions[-1]), input_name=inp["name"],
                    input_datatype=inp["datatype"], height=in_shape[0], width=in_shape[1],
                    channels=in_shape[2], output_name=out["name"], output_dim=out_shape[0],
-                   max_batch_size=max(max_batch, 1))
+                   max_batch_size=max(max_batch, 1), platform=str(metadata.get("platform", "")))

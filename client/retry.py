@@ -1,0 +1,110 @@
+"""Retries with exponential backoff and full jitter, for transient failures only.
+
+Only errors whose `transient` flag is set are retried: the server unreachable or restarting
+(gRPC UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED; HTTP 429/502/503/504; connection refused) and a
+known model that is unloading or loading (Triton's NOT_FOUND "has no available versions" during a
+restart). Invalid input, unknown models, refused credentials and server-side failures are
+returned at once: repeating them cannot help. Timeouts are not retried unless asked, since a
+per-call timeout is a promise to the caller about how long one call may take.
+
+Jitter spreads the retries of many clients after a shared outage, so a restarted server is not
+hit by every client at the same instant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from client.errors import EmbeddingError, RequestTimeoutError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one call.
+
+    attempts: total tries (1 = no retry). deadline: seconds after the first try after which no new
+    try starts (None: only `attempts` limits). Delays grow as initial * multiplier**n, capped at
+    max_delay, and each is drawn uniformly from [0, that] ("full jitter").
+    """
+
+    attempts: int = 5
+    initial_delay: float = 0.25
+    multiplier: float = 2.0
+    max_delay: float = 4.0
+    deadline: float | None = 30.0
+    retry_timeouts: bool = False
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """No retries: the first failure is raised."""
+        return cls(attempts=1, deadline=None)
+
+    def should_retry(self, error: BaseException) -> bool:
+        if not isinstance(error, EmbeddingError):
+            return False
+        if isinstance(error, RequestTimeoutError):
+            return self.retry_timeouts
+        return error.transient
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The sleep before each retry (attempts - 1 of them)."""
+        draw = (rng or random).uniform
+        for n in range(max(self.attempts - 1, 0)):
+            yield draw(0.0, min(self.max_delay, self.initial_delay * self.multiplier ** n))
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy,
+                    on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+    """Run `fn` until it succeeds, fails for good, or the policy's attempts/deadline run out."""
+    start = time.monotonic()
+    delays = policy.delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except EmbeddingError as error:
+            delay = _next_delay(policy, error, delays, start)
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, error, delay)
+            time.sleep(delay)
+
+
+async def acall_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy,
+                           on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+    """`call_with_retry` for coroutines: sleeps without blocking the event loop."""
+    start = time.monotonic()
+    delays = policy.delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await fn()
+        except EmbeddingError as error:
+            delay = _next_delay(policy, error, delays, start)
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, error, delay)
+            await asyncio.sleep(delay)
+
+
+def _next_delay(policy: RetryPolicy, error: BaseException, delays: Iterator[float],
+                start: float) -> float | None:
+    if not policy.should_retry(error):
+        return None
+    delay = next(delays, None)
+    if delay is None:
+        return None
+    if policy.deadline is not None and time.monotonic() + delay - start > policy.deadline:
+        return None
+    return delay
