@@ -1,0 +1,81 @@
+"""k8s/overlays/gpu-onnx renders and serves the ONNX model on a current Triton release, with a
+writable volume where its config caches TensorRT engines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from export import onnx as onnx_path
+from export.signature import Interface
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERLAY = ROOT / "k8s" / "overlays" / "gpu-onnx"
+IFACE = Interface("images", (331, 331, 3), "embedding", (4320,))
+YAML_TO_JSON = ("import json, sys, yaml; "
+                "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")
+
+
+def rendered(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIR`, parsed by the YAML library of .venv-k8s (built by `make test`)."""
+    kubectl = shutil.which("kubectl")
+    yaml_python = ROOT / ".venv-k8s" / "bin" / "python"
+    if not kubectl:
+        pytest.fail("kubectl (with kustomize) is not on PATH; it is needed to render k8s/")
+    if not yaml_python.exists():
+        pytest.fail(f"{yaml_python} is missing: run `make test` (target k8s-tools builds .venv-k8s)")
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    parsed = subprocess.run([str(yaml_python), "-c", YAML_TO_JSON], input=done.stdout,
+                            capture_output=True, text=True, timeout=60)
+    assert parsed.returncode == 0, parsed.stderr
+    return json.loads(parsed.stdout)
+
+
+@pytest.fixture(scope="module")
+def triton() -> dict[str, Any]:
+    (dep,) = [d for d in rendered(OVERLAY) if d["kind"] == "Deployment"]
+    return dep
+
+
+def test_overlay_loads_only_the_onnx_model(triton: dict[str, Any]) -> None:
+    (container,) = triton["spec"]["template"]["spec"]["containers"]
+    loads = [a for a in container["args"] if a.startswith("--load-model=")]
+    assert loads == [f"--load-model={onnx_path.onnx_model_name('pnasnet_large')}"]
+    # The default config.pbtxt is the TensorRT one: no alternative config is selected.
+    assert not [a for a in container["args"] if a.startswith("--model-config-name")]
+
+
+def test_overlay_runs_a_triton_release_after_the_tensorflow_backend(triton: dict[str, Any]) -> None:
+    (container,) = triton["spec"]["template"]["spec"]["containers"]
+    repo, tag = container["image"].split("@")[0].rsplit(":", 1)
+    assert repo == "nvcr.io/nvidia/tritonserver"
+    year, month = (int(x) for x in tag.split("-")[0].split("."))
+    assert (year, month) > (25, 2) and tag.endswith("-py3")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_engine_cache_path_is_a_writable_volume(triton: dict[str, Any]) -> None:
+    spec = triton["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    cfg = onnx_path.gpu_trt_config(onnx_path.onnx_model_name("pnasnet_large"), IFACE)
+    (accel,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    cache = accel.parameters["trt_engine_cache_path"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    (mount,) = [m for path, m in mounts.items() if cache.startswith(path.rstrip("/") + "/")]
+    assert not mount.get("readOnly", False)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mount["name"]]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True  # hence the volume
+
+
+def test_startup_probe_allows_for_engine_building(triton: dict[str, Any]) -> None:
+    (container,) = triton["spec"]["template"]["spec"]["containers"]
+    probe = container["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 1800
