@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export import SAVEDMODEL_DIRNAME, fidelity, model_config, repository
+from export import SAVEDMODEL_DIRNAME, ensemble, fidelity, model_config, repository
 from export.signature import Interface, resign
 from export.sources import HUB_TIMEOUT_S, load_source
 
@@ -54,6 +54,8 @@ def export_model(source: str, repo: Path, model: str, *, seed: int = 0, keep: in
         staging = None
         say(f"committed version {version}")
         configs = model_config.write_configs(repo, model, iface)
+        # Compact transport: the <model>_uint8 ensemble (uint8 pixels in), see export/ensemble.py.
+        configs += ensemble.write_ensemble(repo, model)
         pruned = repository.prune(repo, model, keep) if keep else []
         if pruned:
             say(f"removed old versions {pruned}")
