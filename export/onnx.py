@@ -17,10 +17,16 @@ Layout written (versions atomic, as for the SavedModel):
     <model>_onnx/<N>/conversion.json      which SavedModel version it came from, and the parity found
     <model>_onnx/config.pbtxt             GPU, onnxruntime backend + TensorRT EP (FP16, engine cache)
     <model>_onnx/configs/ort_cpu.pbtxt    CPU nodes, onnxruntime backend (current Triton, no GPU)
-    <model>_onnx/configs/cpu.pbtxt        the local server: this project's Python-based onnxruntime
-                                          backend (serve/backends/onnxruntime_cpu), because
-                                          onnxruntime is faster than TensorFlow on CPU for this
-                                          network (bench/optimize_bench.py)
+    <model>_onnx/configs/local_onnx.pbtxt the local server: this project's Python-based onnxruntime
+                                          backend (serve/backends/onnxruntime_cpu)
+
+The local server keeps TensorFlow by default (`configs/cpu.pbtxt` of the SavedModel model): on CPU,
+onnxruntime runs this network slower than TensorFlow (bench/optimize_bench.py: its depthwise 5x5 and
+7x7 convolutions on channel counts like 54/108/216 miss onnxruntime's blocked kernels and dominate
+its time, where oneDNN handles them). So the ONNX model is not in the `cpu` config set; choosing
+it locally is one flag, which serves only the ONNX model:
+
+    python -m serve --config-name local_onnx
 
 Run it alone on an existing version: `python -m export.onnx --repository R --model M [--version N]`,
 or together with an export: `python -m export --onnx`.
@@ -55,6 +61,7 @@ ONNX_FILENAME = "model.onnx"
 MODEL_SUFFIX = "_onnx"
 OPSET = 17
 LOCAL_BACKEND = "onnxruntime_cpu"
+LOCAL_CONFIG_NAME = "local_onnx"
 PROVENANCE_FILENAME = "conversion.json"
 # Where the TensorRT execution provider keeps its engines and timing cache inside the Triton pod
 # (k8s/overlays/gpu-onnx mounts a volume there). Engines are specific to a GPU model and TensorRT
@@ -278,7 +285,11 @@ def ort_cpu_config(name: str, iface: Interface, opts: BatchingOptions | None = N
 
 
 def local_cpu_config(name: str, iface: Interface, opts: BatchingOptions | None = None) -> mc.ModelConfig:
-    """The local server (no onnxruntime backend in the bundled tritonserver): a Python-based one."""
+    """The local server (no onnxruntime backend in the bundled tritonserver): a Python-based one.
+
+    Written as `configs/local_onnx.pbtxt`, not `cpu.pbtxt`, so `python -m serve` (config `cpu`) keeps
+    serving the faster TensorFlow path and never loads both copies of the network on a small machine.
+    """
     from tritonclient.grpc import model_config_pb2 as mc
 
     from export import model_config
@@ -295,7 +306,7 @@ def all_configs(name: str, iface: Interface) -> dict[str, mc.ModelConfig]:
     return {
         "config.pbtxt": gpu_trt_config(name, iface),
         "configs/ort_cpu.pbtxt": ort_cpu_config(name, iface),
-        "configs/cpu.pbtxt": local_cpu_config(name, iface),
+        f"configs/{LOCAL_CONFIG_NAME}.pbtxt": local_cpu_config(name, iface),
     }
 
 

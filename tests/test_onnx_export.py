@@ -119,7 +119,7 @@ def test_nothing_to_convert_is_a_clear_error(tmp_path: Path) -> None:
         onnx_path.export_onnx(tmp_path, MODEL)
 
 
-VARIANTS = ["config.pbtxt", "configs/ort_cpu.pbtxt", "configs/cpu.pbtxt"]
+VARIANTS = ["config.pbtxt", "configs/ort_cpu.pbtxt", "configs/local_onnx.pbtxt"]
 
 
 @pytest.mark.parametrize("rel", VARIANTS)
@@ -167,21 +167,32 @@ def test_cpu_configs_pick_onnxruntime_backends(onnx_repo: Path) -> None:
     assert node.backend == "onnxruntime"
     assert [g.kind for g in node.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert not node.optimization.execution_accelerators.gpu_execution_accelerator
-    local = model_config.read(onnx_repo / ONNX_MODEL / "configs/cpu.pbtxt")
+    local = model_config.read(onnx_repo / ONNX_MODEL / "configs/local_onnx.pbtxt")
     assert local.backend == onnx_path.LOCAL_BACKEND
     assert [g.kind for g in local.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert (ROOT / "serve" / "backends" / local.backend / "model.py").is_file()
 
 
-def test_local_server_serves_the_onnx_model(onnx_repo: Path, tmp_path: Path) -> None:
-    """The bundled tritonserver runs <model>_onnx through the Python-based onnxruntime backend."""
+def test_default_local_server_keeps_tensorflow(onnx_repo: Path) -> None:
+    """`python -m serve` (config `cpu`) loads the SavedModel model only: it is faster on CPU."""
+    from serve.server import models_with_config
+
+    default = models_with_config(onnx_repo, "cpu")
+    assert MODEL in default and ONNX_MODEL not in default
+    assert models_with_config(onnx_repo, onnx_path.LOCAL_CONFIG_NAME) == [ONNX_MODEL]
+
+
+def test_local_server_serves_the_onnx_model_when_chosen(onnx_repo: Path, tmp_path: Path) -> None:
+    """`--config-name local_onnx`: the bundled tritonserver runs <model>_onnx through the
+    Python-based onnxruntime backend."""
     import tritonclient.grpc as grpcclient
 
     from serve.server import LocalTritonServer, Ports
 
     batch = np.random.RandomState(3).rand(2, 331, 331, 3).astype(np.float32)
     (want,) = onnx_path.ort_session(_onnx_file(onnx_repo)).run(["embedding"], {"images": batch})
-    with LocalTritonServer(onnx_repo, ports=Ports.free(), models=[ONNX_MODEL], work_dir=tmp_path) as srv:
+    with LocalTritonServer(onnx_repo, ports=Ports.free(), config_name=onnx_path.LOCAL_CONFIG_NAME,
+                           work_dir=tmp_path) as srv:
         client = grpcclient.InferenceServerClient(srv.grpc_url)
         try:
             meta = client.get_model_metadata(ONNX_MODEL)
