@@ -39,8 +39,13 @@ def rendered(directory: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def triton() -> dict[str, Any]:
-    (dep,) = [d for d in rendered(OVERLAY) if d["kind"] == "Deployment"]
+def docs() -> list[dict[str, Any]]:
+    return rendered(OVERLAY)
+
+
+@pytest.fixture(scope="module")
+def triton(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     return dep
 
 
@@ -79,3 +84,12 @@ def test_startup_probe_allows_for_engine_building(triton: dict[str, Any]) -> Non
     (container,) = triton["spec"]["template"]["spec"]["containers"]
     probe = container["startupProbe"]
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 1800
+
+
+def test_autoscaler_watches_the_served_model(docs: list[dict[str, Any]], triton: dict[str, Any]) -> None:
+    (container,) = triton["spec"]["template"]["spec"]["containers"]
+    served = {a.split("=", 1)[1] for a in container["args"] if a.startswith("--load-model=")}
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    watched = {m["pods"]["metric"]["selector"]["matchLabels"]["model"] for m in hpa["spec"]["metrics"]
+               if m["type"] == "Pods"}
+    assert watched and watched <= served
