@@ -138,37 +138,41 @@ def convert(repo: Path, model: str, version: int, timeout: float) -> tuple[int, 
 def gpu_commands(model: str) -> str:
     """How to measure TF vs TF-TRT FP16 vs ONNX+TensorRT on a GPU node (not measurable here)."""
     return f"""\
-# GPU: TF vs TF-TRT FP16 vs ONNX + TensorRT FP16, on the GPU node type that serves (same repository).
-# 1) Build the models (offline TF-TRT runs in NVIDIA's TensorFlow 25.02 container, on that GPU type):
-python -m export --source twin:pnasnet_large --onnx        # or the hub model; writes {model} + {model}_onnx
-python -m export.tftrt config  --repository model_repository --model {model} --precision FP16
-docker run --rm --gpus all -v "$PWD":/src -w /src -e PYTHONPATH=/src \\
-  nvcr.io/nvidia/tensorflow:25.02-tf2-py3 \\
+# GPU: TensorFlow vs TF-TRT FP16 (offline and online) vs ONNX + TensorRT FP16, one GPU node of the
+# type that serves, the same repository and the same load for each.
+# 1) Build the models. Offline TF-TRT runs in NVIDIA's TensorFlow 25.02 container on that GPU type.
+python -m export --source twin:pnasnet_large --onnx   # or the hub model: {model} + {model}_onnx
+python -m export.tftrt config --repository model_repository --model {model} --precision FP16
+docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD":/src -w /src \\
+  -e PYTHONPATH=/src -e HOME=/tmp nvcr.io/nvidia/tensorflow:25.02-tf2-py3 \\
   python -m export.tftrt convert --repository model_repository --model {model} --precision FP16
-# 2) Serve. TF, online TF-TRT and offline TF-TRT need Triton 25.02 (the last with the TF backend):
-docker run --rm --gpus all --shm-size 1g -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
-  -v "$PWD/model_repository":/models nvcr.io/nvidia/tritonserver:25.02-py3 \\
-  tritonserver --model-repository=/models --model-control-mode=explicit \\
-  --load-model={model} --load-model={model}_tftrt_fp16
-#    online TF-TRT instead: add --model-config-name=trt_fp16 (configs/trt_fp16.pbtxt).
-#    ONNX + TensorRT on a current release (engines cached in the mounted /cache/tensorrt):
-docker run --rm --gpus all --shm-size 1g -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
-  -v "$PWD/model_repository":/models -v trt-cache:/cache/tensorrt \\
-  nvcr.io/nvidia/tritonserver:25.08-py3 \\
-  tritonserver --model-repository=/models --model-control-mode=explicit --load-model={model}_onnx
-#    On Kubernetes: kubectl apply -k k8s/overlays/gpu | gpu-trt | gpu-onnx, then port-forward 8001.
-# 3) Measure each model, same load (the project's Locust test, then perf_analyzer for server-side numbers):
-for m in {model} {model}_tftrt_fp16 {model}_onnx; do
-  python -m loadtest --host 127.0.0.1:8001 --model $m --users 16 --duration 60s
-done
-docker run --rm --net host nvcr.io/nvidia/tritonserver:25.08-py3-sdk \\
-  bash -c 'for m in {model} {model}_tftrt_fp16 {model}_onnx; do
-    perf_analyzer -m $m -u 127.0.0.1:8001 -i grpc -b 1 --concurrency-range 1:16:3 \\
-      --measurement-interval 10000 --percentile 95 -f /tmp/$m-b1.csv
-    perf_analyzer -m $m -u 127.0.0.1:8001 -i grpc -b 8 --concurrency-range 1:4 \\
-      --measurement-interval 10000 --percentile 95 -f /tmp/$m-b8.csv; done'
-# Compare p95 latency and throughput per model; Triton's statistics give queue vs compute time:
-curl -s 127.0.0.1:8000/v2/models/{model}_onnx/stats
+# 2) Helpers: start Triton (image, then tritonserver flags), measure one model, stop.
+serve() {{ image=$1; shift
+  docker run -d --name triton --gpus all --shm-size 1g -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
+    -v "$PWD/model_repository":/models -v trt-cache:/cache/tensorrt "$image" \\
+    tritonserver --model-repository=/models --model-control-mode=explicit "$@"
+  until curl -sf 127.0.0.1:8000/v2/health/ready; do sleep 5; done; }}
+measure() {{ m=$1; label=$2; mkdir -p reports/gpu
+  python -m loadtest --host 127.0.0.1:8001 --model "$m" --users 16 --duration 60s --out "reports/gpu/$label"
+  for b in 1 8; do
+    docker run --rm --net host -v "$PWD/reports":/reports nvcr.io/nvidia/tritonserver:25.02-py3-sdk \\
+      perf_analyzer -m "$m" -u 127.0.0.1:8001 -i grpc -b $b --concurrency-range 1:8 \\
+      --measurement-interval 10000 --percentile 95 -f "/reports/gpu/$label-b$b.csv"
+  done
+  curl -s "127.0.0.1:8000/v2/models/$m/stats" > "reports/gpu/$label-stats.json"; }}
+stop() {{ docker stop -t 60 triton && docker rm triton; }}
+# 3) TensorFlow and offline TF-TRT: Triton 25.02, the last release with the TensorFlow backend.
+serve nvcr.io/nvidia/tritonserver:25.02-py3 --load-model={model} --load-model={model}_tftrt_fp16
+measure {model} tf; measure {model}_tftrt_fp16 tftrt-offline; stop
+# 4) Online TF-TRT (configs/trt_fp16.pbtxt: engines built during warmup).
+serve nvcr.io/nvidia/tritonserver:25.02-py3 --load-model={model} --model-config-name=trt_fp16
+measure {model} tftrt-online; stop
+# 5) ONNX + TensorRT EP FP16 on a current release (engines cached in the trt-cache volume).
+serve nvcr.io/nvidia/tritonserver:25.08-py3 --load-model={model}_onnx
+measure {model}_onnx onnx-tensorrt; stop
+# Compare p95 latency and throughput per label (reports/gpu/*); the stats files split queue and
+# compute time. On Kubernetes the same: kubectl apply -k k8s/overlays/gpu | gpu-trt | gpu-onnx,
+# then `kubectl -n pnasnet port-forward svc/triton 8000 8001` and run measure.
 """
 
 
