@@ -1,0 +1,200 @@
+"""`python -m client`: embed a folder or glob of images into a .npy file, or check a server.
+
+    python -m client embed photos/ -o photos.npy                 # every image under photos/
+    python -m client embed 'shots/**/*.jpg' -o shots.npy --transport uint8 --normalize
+    python -m client health --wait 120                           # exit 0 once the model is ready
+
+`embed` writes OUT.npy (float32, one row per embedded image, in the order of the sorted input
+list) and OUT.index.json (the path of each row, and every image that failed with its reason), then
+prints a summary. Exit code: 0 all embedded, 1 some failed (outputs still written), 2 nothing ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.embedding_client import DEFAULT_MODEL, TRANSPORTS, EmbeddingClient
+from client.errors import EmbeddingError
+from client.retry import RetryPolicy
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def find_images(inputs: list[str], recursive: bool = True) -> list[Path]:
+    """Files named directly, image files inside folders, and glob matches; sorted, no duplicates."""
+    found: dict[Path, None] = {}
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.glob("*")
+            matches = [p for p in walker if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.is_file():
+            matches = [path]
+        else:
+            matches = [Path(p) for p in glob.glob(entry, recursive=True) if Path(p).is_file()]
+            if not matches:
+                raise FileNotFoundError(f"no file, folder or glob match for {entry!r}")
+        for match in sorted(matches):
+            found.setdefault(match, None)
+    return list(found)
+
+
+def _headers(values: list[str]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--header takes KEY=VALUE, got {value!r}")
+        headers[key.strip()] = val
+    return headers
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="host:port (default: TRITON_GRPC_URL / "
+                   "TRITON_HTTP_URL or localhost)")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    p.add_argument("--model", default=os.environ.get("TRITON_MODEL", DEFAULT_MODEL))
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    p.add_argument("--root-certificates", metavar="PEM", help="CA of the server (turns TLS on)")
+    p.add_argument("--private-key", metavar="PEM", help="client key, for mutual TLS")
+    p.add_argument("--certificate-chain", metavar="PEM", help="client certificate, for mutual TLS")
+    p.add_argument("--ssl", action="store_true", help="TLS with the system's CA certificates")
+    p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                   help="sent with every call (repeatable), e.g. authorization='Bearer ...'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("embed", help="embed images into a .npy file")
+    e.add_argument("inputs", nargs="+", help="image files, folders, or globs (quote them)")
+    e.add_argument("-o", "--output", type=Path, required=True, help="the .npy file to write")
+    e.add_argument("--index", type=Path, help="index file (default: OUTPUT with .index.json)")
+    e.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
+    e.add_argument("--transport", choices=TRANSPORTS, default="auto",
+                   help="auto (default): uint8 when the server has the ensemble, else float32")
+    e.add_argument("--batch-size", type=int, default=None, help="images per request "
+                   "(default: the model's max_batch_size)")
+    e.add_argument("--in-flight", type=int, default=4, help="requests at the server at once")
+    e.add_argument("--workers", type=int, default=None, help="preprocessing threads")
+    e.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    e.add_argument("--center-crop", action="store_true", help="crop the central square first")
+    e.add_argument("--retries", type=int, default=5, help="tries per request for transient errors")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _connection_args(e)
+    h = sub.add_parser("health", help="is the server live, and the model ready?")
+    h.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for readiness")
+    h.add_argument("--transport", choices=TRANSPORTS, default="float32")
+    _connection_args(h)
+    return p
+
+
+def _client(args: argparse.Namespace, **kwargs: Any) -> EmbeddingClient:
+    return EmbeddingClient(
+        args.url, args.model, protocol=args.protocol, transport=args.transport,
+        timeout=args.timeout, ssl=args.ssl, root_certificates=args.root_certificates,
+        private_key=args.private_key, certificate_chain=args.certificate_chain,
+        headers=_headers(args.header), **kwargs)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write via a temp file + rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    try:
+        paths = find_images(args.inputs, recursive=not args.no_recursive)
+    except FileNotFoundError as exc:
+        print(f"client: {exc}", file=sys.stderr)
+        return 2
+    if not paths:
+        print("client: no image files found", file=sys.stderr)
+        return 2
+    index_path = args.index or args.output.with_suffix(".index.json")
+    start = time.perf_counter()
+    with _client(args, batch_size=args.batch_size, max_in_flight=args.in_flight,
+                 workers=args.workers, normalize=args.normalize, center_crop=args.center_crop,
+                 retry=RetryPolicy(attempts=max(args.retries, 1))) as client:
+        try:
+            result = client.embed_many(paths, progress=not args.no_progress)
+        except EmbeddingError as exc:
+            print(f"client: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        info, transport = client.info, client.transport_in_use
+    seconds = time.perf_counter() - start
+    ok = result.ok
+    _save_npy(args.output, result.embeddings[ok])
+    _save_json(index_path, {
+        "model": args.model, "served_by": info.name, "version": info.version,
+        "transport": transport, "url": client.url, "dim": info.output_dim,
+        "normalized": bool(args.normalize), "center_crop": bool(args.center_crop),
+        "rows": [str(paths[i]) for i in np.flatnonzero(ok)],
+        "failures": [{"path": str(paths[f.index]), "type": f.kind,
+                      "error": getattr(f.error, "reason", None) or str(f.error)}
+                     for f in result.failures],
+    })
+    rate = len(paths) / seconds if seconds > 0 else 0.0
+    print(f"embedded {result.succeeded} of {len(paths)} images in {seconds:.1f} s "
+          f"({rate:.1f} images/s, {transport} transport, {info.name} v{info.version}); "
+          f"{len(result.failures)} failed")
+    print(f"wrote {args.output} [{result.succeeded}, {info.output_dim}] and {index_path}")
+    for failure in result.failures[:10]:
+        print(f"  failed: {paths[failure.index]}: {failure.kind}: {failure.reason}", file=sys.stderr)
+    if len(result.failures) > 10:
+        print(f"  ... and {len(result.failures) - 10} more (see {index_path})", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def health_command(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.wait > 0:
+            try:
+                client.wait_until_ready(args.wait)
+            except EmbeddingError as exc:
+                print(f"client: {exc}", file=sys.stderr)
+        report = client.health()
+        report["model_ready"] = client.is_ready()
+    print(json.dumps(report, indent=1))
+    return 0 if report["model_ready"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "embed":
+            return embed_command(args)
+        return health_command(args)
+    except argparse.ArgumentTypeError as exc:
+        print(f"client: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("client: interrupted", file=sys.stderr)
+        return 130
