@@ -25,7 +25,7 @@ COPY loadtest ./loadtest
 COPY demo ./demo
 # Sample images the load test sends by default (imported from the source tree: PYTHONPATH=/app).
 COPY samples ./samples
-RUN pip install --no-cache-dir ".[export,loadtest]"
+RUN pip install --no-cache-dir ".[export,onnx,loadtest]"
 
 USER 10001:1000
 CMD ["python", "-m", "export", "--help"]

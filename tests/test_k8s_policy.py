@@ -22,10 +22,11 @@ K8S = REPO / "k8s"
 TOOLS = REPO / ".venv-k8s" / "bin"
 SKIPS = K8S / "checkov-skips.yaml"
 KUSTOMIZATIONS = {
-    **{name: K8S / "overlays" / name for name in ["gpu", "gpu-trt", "cpu", "s3", "gcs"]},
+    **{name: K8S / "overlays" / name for name in ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx"]},
     "export": K8S / "export",
     "rollback": K8S / "rollback",
     "loadtest": K8S / "loadtest",
+    "tftrt": K8S / "tftrt",
 }
 YAML_TO_JSON = ("import json, sys, yaml; "
                 "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")

@@ -23,12 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 TOOLS = REPO / ".venv-k8s" / "bin"
 NAMESPACE = "pnasnet"
-TRITON_OVERLAYS = ["gpu", "gpu-trt", "cpu", "s3", "gcs"]
+TRITON_OVERLAYS = ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx"]
 KUSTOMIZATIONS = {
     **{name: K8S / "overlays" / name for name in TRITON_OVERLAYS},
     "export": K8S / "export",
     "rollback": K8S / "rollback",
     "loadtest": K8S / "loadtest",
+    "tftrt": K8S / "tftrt",
 }
 # Oldest supported release (README prerequisites) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
@@ -103,6 +104,15 @@ def validate_crds(files: list[Path]) -> tuple[int, list[dict[str, Any]]]:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1), f"validate_crds.py could not run:\n{done.stderr}"
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line]
+
+
+def test_every_kustomization_in_the_tree_is_checked() -> None:
+    """A new overlay or Job folder can't escape the checks below by being left off the list."""
+    found = {p.parent for p in K8S.rglob("kustomization.yaml")}
+    components = {p.parent for p in K8S.rglob("kustomization.yaml")
+                  if "kind: Component" in p.read_text()}
+    listed = set(KUSTOMIZATIONS.values()) | {K8S / "base", K8S / "jobs-common"}
+    assert found - components - listed == set()
 
 
 @pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
