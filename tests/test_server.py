@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,15 +38,32 @@ def test_metrics_endpoint_reports_inference(server: LocalTritonServer, grpc_url:
 
 def test_dynamic_batching_merges_concurrent_single_image_requests(grpc_url: str,
                                                                   sample_images: list[Path]) -> None:
-    threads, requests = 8, 64
-    clients = [EmbeddingClient(grpc_url) for _ in range(threads)]
-    pixels = clients[0].preprocess(sample_images[0])[None]
+    """64 single-image requests in flight at once must run as fewer, larger model executions."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    requests = 64
+    with EmbeddingClient(grpc_url) as c:
+        pixels = c.preprocess(sample_images[0])[None]
+    inp = grpcclient.InferInput("images", list(pixels.shape), "FP32")
+    inp.set_data_from_numpy(pixels)
+    done = threading.Semaphore(0)
+    errors: list = []
+
+    def finished(result, error) -> None:  # noqa: ANN001 - tritonclient's callback signature
+        if error is not None:
+            errors.append(error)
+        done.release()
+
     before = model_stats(grpc_url, "pnasnet_large")
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: clients[i % threads].embed_arrays(pixels), range(requests)))
+    with grpcclient.InferenceServerClient(grpc_url) as triton:
+        for _ in range(requests):
+            triton.async_infer("pnasnet_large", [inp], callback=finished)
+        for _ in range(requests):
+            assert done.acquire(timeout=300)
     delta = model_stats(grpc_url, "pnasnet_large") - before
-    for c in clients:
-        c.close()
+    assert errors == []
     assert delta.success_count == requests and delta.inference_count == requests
     # Fewer executions than requests means the batcher merged requests into larger batches.
     assert delta.execution_count < requests
