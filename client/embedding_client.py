@@ -190,7 +190,7 @@ class EmbeddingClient:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.workers = workers or min(8, os.cpu_count() or 2)
-        self._client: SyncTransport | None = sync_transport(self.connection, timeout)
+        self._client: SyncTransport | None = sync_transport(self.connection)
         self._info: ModelInfo | None = None
         self._float_info: ModelInfo | None = None
         self._lock = threading.Lock()

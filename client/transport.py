@@ -142,7 +142,7 @@ def _classify(code: str, message: str, model: str, url: str) -> EmbeddingError:
     if code in ("DEADLINE_EXCEEDED", "408") or "deadline exceeded" in lowered:
         return RequestTimeoutError(f"request to {url} timed out: {message}", status=code or None)
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "401", "403") or \
-            "restricted" in lowered and "header" in lowered:
+            ("restricted" in lowered and "header" in lowered):
         return AuthenticationError(f"server at {url} refused the request ({code}): {message}",
                                    status=code or None)
     if "no available versions" in lowered or "is not ready" in lowered or \
