@@ -219,7 +219,7 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", f"latency of twin:{results['latency_twin']}, one request at a time, the paths "
                   f"interleaved request by request:", "",
               "| batch | in-process, hub `__call__` | in-process, exported signature | "
-              "local Triton (gRPC) | Triton compute | Triton / in-process |",
+              "local Triton (gRPC) | Triton compute (mean) | Triton / in-process |",
               "|---|---|---|---|---|---|"]
     for batch in results["batches"]:
         entry = latency.get(str(batch), {})
