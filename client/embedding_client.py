@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -277,8 +278,6 @@ class EmbeddingClient:
         For start-up ordering (a job that starts with the server, a test fixture): the server may
         refuse connections, then answer while models still load; both count as "not yet".
         """
-        import time
-
         deadline = time.monotonic() + timeout
         while not self.is_ready():
             if time.monotonic() >= deadline:
