@@ -40,6 +40,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--images", default=None, help="image folder (default: the shipped samples)")
     p.add_argument("--timeout", type=float, default=120.0, help="request timeout, seconds")
+    p.add_argument("--attempts", type=int, default=1,
+                   help="tries per request with the client's retry policy (default 1: no retries, "
+                        "so a failing server shows as failures, not as slow successes)")
     p.add_argument("--think-ms", type=float, default=0.0,
                    help="closed loop: pause between a response and the next request")
     p.add_argument("--processes", type=int, default=None,

@@ -1,48 +1,39 @@
-"""The project's client, as each Locust user needs it: protocol and transport chosen by options.
+"""The project's client, as each Locust user needs it: protocol, transport and retries by option.
 
 Users call the same methods applications call (`embed_batch`, `embed_arrays`), so what Locust
-measures is what an application gets.
+measures is what an application gets. One difference on purpose: retries are off unless asked
+for, so a failing server shows as failures, not as slow successes.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from client import EmbeddingClient, RetryPolicy
 
-from client import EmbeddingClient
+#: The load test's transport names -> the client's.
+TRANSPORT_NAMES = {"float": "float32", "uint8": "uint8"}
 
 
 def supported_protocols() -> tuple[str, ...]:
-    """Protocols `EmbeddingClient` offers (gRPC always; HTTP once the client has it)."""
-    params = inspect.signature(EmbeddingClient.__init__).parameters
-    return ("grpc", "http") if "protocol" in params else ("grpc",)
+    return ("grpc", "http")
 
 
 def supported_transports() -> tuple[str, ...]:
-    """Transports `EmbeddingClient` offers: float32 always; compact uint8 once the client has it."""
-    params = inspect.signature(EmbeddingClient.__init__).parameters
-    return ("float", "uint8") if "transport" in params else ("float",)
+    return tuple(TRANSPORT_NAMES)
 
 
 def strip_scheme(url: str | None) -> str | None:
-    """tritonclient takes `host:port`; Locust users often write `http://host:port`."""
+    """Locust users often write `http://host:port`; the client wants `host:port` for plain HTTP."""
     if not url:
         return None
-    return url.split("://", 1)[-1].rstrip("/")
+    if url.startswith("http://"):
+        url = url[len("http://"):]
+    return url.rstrip("/")
 
 
 def make_client(url: str | None, model: str, *, protocol: str = "grpc", transport: str = "float",
-                timeout: float = 120.0) -> EmbeddingClient:
-    """An `EmbeddingClient` for one user; a clear error when the client lacks a protocol/transport."""
-    if protocol not in supported_protocols():
-        raise ValueError(f"EmbeddingClient has no {protocol!r} protocol in this version "
-                         f"(available: {', '.join(supported_protocols())})")
-    if transport not in supported_transports():
-        raise ValueError(f"EmbeddingClient has no {transport!r} transport in this version "
-                         f"(available: {', '.join(supported_transports())})")
-    kwargs: dict[str, Any] = {"timeout": timeout}
-    if "protocol" in inspect.signature(EmbeddingClient.__init__).parameters:
-        kwargs["protocol"] = protocol
-    if transport != "float":
-        kwargs["transport"] = transport
-    return EmbeddingClient(strip_scheme(url), model, **kwargs)
+                timeout: float = 120.0, attempts: int = 1) -> EmbeddingClient:
+    """An `EmbeddingClient` for one user; `attempts` > 1 turns on the client's retry policy."""
+    retry = RetryPolicy.none() if attempts <= 1 else RetryPolicy(attempts=attempts)
+    return EmbeddingClient(strip_scheme(url), model, protocol=protocol,  # type: ignore[arg-type]
+                           transport=TRANSPORT_NAMES.get(transport, transport), timeout=timeout,
+                           retry=retry)

@@ -35,6 +35,7 @@ from gevent.lock import BoundedSemaphore  # noqa: E402
 from gevent.pool import Group  # noqa: E402
 from gevent.queue import Empty, Queue  # noqa: E402
 from locust import LoadTestShape, User, events, task  # noqa: E402
+from locust.exception import StopUser  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from client import EmbeddingClient  # noqa: E402
@@ -175,13 +176,24 @@ class _EmbeddingUser(User):
         return self.settings.think_ms / 1000.0
 
     def on_start(self) -> None:
-        self.settings = Settings.from_options(self.environment.parsed_options)
-        self.client = self.new_client()
-        self.client.info  # noqa: B018 - fetch the model contract once, outside the measurement
-        self.prepare()
         self._group = Group()
         self._pool: ClientPool | None = None
         self._next_arrival: float | None = None
+        self.client: EmbeddingClient | None = None
+        try:
+            self.settings = Settings.from_options(self.environment.parsed_options)
+            self.client = self.new_client()
+            self.client.info  # noqa: B018 - fetch the model contract once, outside the measurement
+            self.prepare()
+        except Exception as exc:
+            # Count it (the report shows it by type), then stop this user through on_stop: an
+            # exception escaping on_start would skip on_stop and leave the gRPC client open,
+            # which hangs the process at exit.
+            log.error("user setup failed: %s: %s", type(exc).__name__, exc)
+            self.environment.events.request.fire(
+                request_type=self.request_type, name="setup", response_time=0.0,
+                response_length=0, exception=exc, context={})
+            raise StopUser() from exc
         if self.settings.rate_per_user > 0:
             self._pool = ClientPool(self.new_client, self.settings.max_inflight)
             self._pool.all.append(self.client)
@@ -203,9 +215,8 @@ class _EmbeddingUser(User):
 
     def new_client(self) -> EmbeddingClient:
         s = self.settings
-        client = make_client(self.host, s.model, protocol=self.protocol, transport=s.transport,
-                             timeout=s.timeout)
-        return client
+        return make_client(self.host, s.model, protocol=self.protocol, transport=s.transport,
+                           timeout=s.timeout, attempts=s.attempts)
 
     # Subclasses: what one request sends.
     def prepare(self) -> None:
@@ -282,7 +293,10 @@ class RawTensorUser(_EmbeddingUser):
 
     def prepare(self) -> None:
         corpus = load_corpus(self.settings.images)
-        pixels = [self.client.preprocess(item, i) for i, item in enumerate(corpus)]
+        # What the transport carries, built once: uint8 pixels for the compact transport (the
+        # server-side ensemble converts), float32 in [0, 1] for the model's own input.
+        build = self.client.pixels if self.settings.transport == "uint8" else self.client.preprocess
+        pixels = [build(item, i) for i, item in enumerate(corpus)]
         batch = self.settings.batch
         self.batches = [np.stack([pixels[(b * batch + j) % len(pixels)] for j in range(batch)])
                         for b in range(min(self._BATCHES, len(pixels)))]
@@ -417,6 +431,12 @@ def _collect_lag(client_id: str, data: dict, **_kwargs: Any) -> None:
 
 
 _CPU: dict[str, float] = {"max_percent": 0.0, "warnings": 0}
+_WORKERS: set[str] = set()
+
+
+@events.worker_connect.add_listener
+def _worker_connected(client_id: str, **_kwargs: Any) -> None:
+    _WORKERS.add(client_id)  # by the end of the run they have disconnected: count them here
 
 
 @events.cpu_warning.add_listener
@@ -444,7 +464,7 @@ def _finish(environment: Any, **_kwargs: Any) -> None:
         environment.process_exit_code = 0  # failures within the allowed error rate
     extras = {
         "runner": type(runner).__name__,
-        "workers": len(runner.clients) if isinstance(runner, MasterRunner) else 0,
+        "workers": len(_WORKERS) if isinstance(runner, MasterRunner) else 0,
         "user_classes": [c.__name__ for c in environment.user_classes],
         "cpu_warning": bool(runner.cpu_warning_emitted),
         "worker_cpu_warning": bool(getattr(runner, "worker_cpu_warning_emitted", False)),

@@ -82,10 +82,16 @@ def from_histogram(hist: Mapping[float, int], *, requests: int, failures: int, t
                    max_ms: float, images: int, span_s: float) -> Summary:
     """A summary from a response-time histogram and counters over a span of `span_s` seconds."""
     rate = (lambda n: n / span_s) if span_s > 0 else (lambda n: 0.0)
+
+    def pct(q: float) -> float:
+        # Locust rounds times above 100 ms to 10 ms buckets (above 1 s to 100 ms): 167 ms counts
+        # as 170, so a bucketed percentile may exceed the exact maximum; it never really does.
+        value = percentile(hist, requests, q)
+        return min(value, max_ms) if max_ms > 0 else value
+
     return Summary(
         requests=requests, failures=failures, rps=rate(requests),
-        p50_ms=percentile(hist, requests, 0.50), p90_ms=percentile(hist, requests, 0.90),
-        p95_ms=percentile(hist, requests, 0.95), p99_ms=percentile(hist, requests, 0.99),
+        p50_ms=pct(0.50), p90_ms=pct(0.90), p95_ms=pct(0.95), p99_ms=pct(0.99),
         avg_ms=total_ms / requests if requests else 0.0, max_ms=max_ms, images=images,
         images_per_s=rate(images), span_s=span_s)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,11 +20,15 @@ from typing import Any
 from loadtest.guard import CpuMonitor, locust_cpu_warnings, verdict
 from loadtest.report import Summary, failures_by_type, read_failures, read_summary
 from loadtest.server_stats import ServerStats
+from loadtest.settings import parse_seconds
 from loadtest.slo import SLO_EXIT_CODE, Thresholds, evaluate
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: A run that completed but whose measurement is not trustworthy (only with --fail-on-unreliable).
 UNRELIABLE_EXIT_CODE = 4
+#: Locust gets this long past its run time to stop users (--stop-timeout 30), write reports and
+#: exit; then it is stopped, so a pipeline never waits on a hung generator.
+EXIT_GRACE_S = 120.0
 
 
 def target(args: argparse.Namespace) -> tuple[str, str]:
@@ -48,7 +53,8 @@ def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
            "--json-file", f"{out}.locust", "--stop-timeout", "30", "--loglevel", "WARNING",
            "--loadtest-user", args.user, "--loadtest-model", args.model,
            "--loadtest-batch", str(args.batch), "--loadtest-transport", args.transport,
-           "--loadtest-timeout", str(args.timeout), "--loadtest-think-ms", str(args.think_ms),
+           "--loadtest-timeout", str(args.timeout), "--loadtest-attempts", str(args.attempts),
+           "--loadtest-think-ms", str(args.think_ms),
            "--loadtest-extras-file", f"{out}.extras.json"]
     if args.images:
         cmd += ["--loadtest-images", str(args.images)]
@@ -66,6 +72,37 @@ def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
     if args.processes and args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     return cmd
+
+
+def served_model(args: argparse.Namespace) -> str:
+    """The model requests go to: the `<model>_uint8` ensemble for the compact transport."""
+    if args.transport == "uint8":
+        from client import compact_model_name
+
+        return compact_model_name(args.model)
+    return args.model
+
+
+def expected_seconds(args: argparse.Namespace) -> float:
+    """How long the Locust run should last (without start-up and shutdown)."""
+    if args.steps:
+        return len([s for s in args.steps.split(",") if s]) * parse_seconds(args.step_duration)
+    return parse_seconds(args.duration)
+
+
+def stop_process_group(proc: subprocess.Popen) -> int:
+    """SIGTERM the Locust process group (master and workers), SIGKILL what is left after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.returncode if proc.returncode is not None else -signal.SIGKILL
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -97,7 +134,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     out.parent.mkdir(parents=True, exist_ok=True)
     host, protocol = target(args)
     say = (lambda *_a, **_k: None) if quiet else print
-    stats = None if args.no_server_stats else ServerStats(host, args.model, protocol)
+    stats = None if args.no_server_stats else ServerStats(host, served_model(args), protocol)
     before = after = None
     server_error = None
     if stats is not None:
@@ -114,16 +151,27 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
         f"{'' if args.steps else args.duration + ' '}against {host}", flush=True)
     log_path = Path(f"{out}.locust.log")
     start = time.monotonic()
+    limit = expected_seconds(args) + EXIT_GRACE_S
+    hung = False
     with log_path.open("w") as log:
         proc = subprocess.Popen(locust_command(args, out), stdout=subprocess.DEVNULL, stderr=log,
-                                stdin=subprocess.DEVNULL, env=dict(os.environ))
+                                stdin=subprocess.DEVNULL, env=dict(os.environ),
+                                start_new_session=True)
         monitor = CpuMonitor(proc.pid).start()
         try:
-            code = proc.wait()
+            code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            hung = True
+            code = stop_process_group(proc)
         finally:
+            if proc.poll() is None:  # interrupted: don't leave Locust running
+                stop_process_group(proc)
             monitor.stop()
     elapsed = time.monotonic() - start
     log_text = log_path.read_text(errors="replace")
+    if hung:
+        print(f"loadtest: Locust did not exit by itself {limit:.0f} s after it started; stopped it "
+              f"(see {log_path})", file=sys.stderr)
 
     try:
         summary: Summary = read_summary(Path(f"{out}.locust.json"))
@@ -169,6 +217,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
         "slo": {"thresholds": thresholds.as_dict(), "violations": violations,
                 "passed": not violations},
         "steps": extras.get("steps") or [],
+        "locust": {k: extras.get(k) for k in ("runner", "workers", "user_classes", "exceptions")},
         "config": {"user": args.user, "protocol": protocol, "transport": args.transport,
                    "shape": shape, "users": args.users, "steps": args.steps or None,
                    "step_duration": args.step_duration if args.steps else None,
@@ -179,10 +228,13 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
                    "images": str(args.images) if args.images else None},
         "users": args.users, "batch": args.batch, "duration_s": round(elapsed, 1),
         "host": host, "model": args.model, "locust_exit_code": code,
+        "locust_exited_by_itself": not hung,
         "files": {"csv": f"{out}_stats.csv", "html": f"{out}.html", "locust_json": f"{out}.locust.json",
                   "log": str(log_path)},
     }
     if summary.requests == 0:
+        exit_code = 1
+    elif hung:
         exit_code = 1
     elif code not in (0, 1):
         exit_code = code  # Locust itself failed (2: an unhandled error in a user)

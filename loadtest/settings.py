@@ -78,6 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--loadtest-think-ms", "LOADTEST_THINK_MS", 0.0, float,
            "closed loop: pause between a response and the next request"),
     Option("--loadtest-timeout", "LOADTEST_TIMEOUT", 120.0, float, "request timeout in seconds"),
+    Option("--loadtest-attempts", "LOADTEST_ATTEMPTS", 1, int,
+           "tries per request with the client's retry policy (1: no retries, so failures show)"),
     Option("--loadtest-steps", "LOADTEST_STEPS", "", str,
            "stepped ramp: user counts, e.g. 1,2,4,8 (each held for --loadtest-step-time)"),
     Option("--loadtest-step-time", "LOADTEST_STEP_TIME", "30s", str, "how long each step lasts"),
@@ -118,6 +120,7 @@ class Settings:
     max_inflight: int = 32
     think_ms: float = 0.0
     timeout: float = 120.0
+    attempts: int = 1
     steps: tuple[float, ...] = ()
     step_time: float = 30.0
     extras_file: str = ""
@@ -135,6 +138,7 @@ class Settings:
             arrivals=values["loadtest_arrivals"], max_inflight=int(values["loadtest_max_inflight"]),
             think_ms=float(values["loadtest_think_ms"] or 0.0),
             timeout=float(values["loadtest_timeout"]),
+            attempts=int(values["loadtest_attempts"]),
             steps=parse_steps(values["loadtest_steps"]),
             step_time=parse_seconds(values["loadtest_step_time"]),
             extras_file=values["loadtest_extras_file"] or "")

@@ -5,9 +5,11 @@ list of user counts (closed loop: concurrency, as perf_analyzer's --concurrency-
 arrival rates (open loop: offered load, as perf_analyzer's --request-rate-range). The table and the
 plot put p50/p95/p99 against the achieved throughput.
 
-The knee is the level with the best throughput per unit of tail latency (achieved req/s divided by
-p95, Kleinrock's "power"): before it, more load buys throughput at little latency cost; after it,
-latency grows faster than throughput. The peak is the highest achieved throughput.
+The knee is the lowest level whose achieved throughput is within 10% of the best healthy level's
+(healthy: no failures and, open loop, the offered rate achieved): up to it, more load buys
+throughput; past it, more load only queues, so latency rises while throughput stays flat. The peak
+is the highest achieved throughput. If the knee is the last level, the server was not saturated:
+extend the levels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 from loadtest.runner import run
 
+#: The knee is the first level at this share of the best healthy throughput.
+KNEE_SHARE = 0.9
 COLUMNS = ("load", "offered_rps", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
            "error_rate", "queue_ms", "compute_ms", "client_and_network_ms", "avg_batch", "reliable")
 
@@ -43,16 +47,24 @@ def row_of(load: float, mode: str, report: dict[str, Any] | None) -> dict[str, A
     return row
 
 
-def find_knee(rows: list[dict[str, Any]]) -> int | None:
-    """Index of the row with the highest rps / p95 among rows without failures."""
-    best, best_power = None, 0.0
-    for i, row in enumerate(rows):
-        if not row.get("rps") or not row.get("p95_ms") or (row.get("error_rate") or 0) > 0:
-            continue
-        power = row["rps"] / row["p95_ms"]
-        if power > best_power:
-            best, best_power = i, power
-    return best
+def overloaded(row: dict[str, Any]) -> bool:
+    """Failed requests, or (open loop) an achieved rate below 95% of the offered one."""
+    if (row.get("error_rate") or 0) > 0 or not row.get("rps"):
+        return True
+    return bool(row.get("offered_rps")) and row["rps"] < 0.95 * row["offered_rps"]
+
+
+def find_knee(rows: list[dict[str, Any]], share: float = KNEE_SHARE) -> int | None:
+    """Index of the lowest level that reaches `share` of the best throughput of healthy levels.
+
+    Healthy: no failed requests and, open loop, the offered rate achieved. Past the knee more load
+    buys at most 1 - `share` more throughput and only adds queueing latency.
+    """
+    healthy = [i for i, r in enumerate(rows) if not overloaded(r)]
+    if not healthy:
+        return None
+    best = max(rows[i]["rps"] for i in healthy)
+    return next(i for i in healthy if rows[i]["rps"] >= share * best)
 
 
 def find_peak(rows: list[dict[str, Any]]) -> int | None:
@@ -83,8 +95,7 @@ def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None)
             marks.append("knee")
         if i == peak:
             marks.append("peak")
-        if row.get("offered_rps") and row.get("rps") is not None and \
-                row["rps"] < 0.95 * row["offered_rps"]:
+        if row.get("rps") is not None and overloaded(row):
             marks.append("overloaded")
         lines.append("| " + " | ".join([cell(row.get(k)) for k in keys] + [", ".join(marks)]) + " |")
     return "\n".join(lines)
@@ -166,6 +177,7 @@ def sweep(args: argparse.Namespace) -> int:
              f"{'open loop' if mode == 'rate' else 'closed loop'}, {args.step_duration} per level")
     png = plot(rows, knee, Path(f"{out}_sweep.png"), title)
     result = {"mode": mode, "levels": levels, "rows": rows, "knee": knee, "peak": peak,
+              "knee_passed": knee is not None and knee < len(rows) - 1,
               "knee_row": rows[knee] if knee is not None else None,
               "peak_row": rows[peak] if peak is not None else None,
               "reports": reports, "plot": str(png) if png else None, "config": vars_of(args)}
@@ -180,7 +192,9 @@ def sweep(args: argparse.Namespace) -> int:
     if knee is not None:
         k = rows[knee]
         print(f"knee: {k['load']} -> {k['rps']:.1f} req/s ({k['images_per_s']:.1f} images/s) at "
-              f"p95 {k['p95_ms']:.0f} ms")
+              f"p50 {k['p50_ms']:.0f} / p95 {k['p95_ms']:.0f} ms")
+        if knee == len(rows) - 1:
+            print("knee not passed: throughput still grew at the last level; add higher levels")
     if peak is not None:
         p = rows[peak]
         print(f"peak: {p['load']} -> {p['rps']:.1f} req/s at p95 {p['p95_ms']:.0f} ms")
