@@ -161,6 +161,25 @@ def test_triton_loads_the_model_the_repository_and_the_client_name(render: dict[
 
 
 @pytest.mark.parametrize("overlay", TRITON_OVERLAYS)
+def test_every_loaded_model_exists_with_its_ensemble_steps(render: dict[str, Rendered],
+                                                           overlay: str) -> None:
+    """Explicit loading with --exit-on-error: a missing model or ensemble step stops the pod."""
+    flags = triton_flags(render[overlay])
+    loaded = set(flags["load-model"])
+    assert {"pnasnet_large", "pnasnet_large_uint8", "pnasnet_large_uint8_to_float"} <= loaded
+    config_name = CONFIG_NAME[overlay]
+    for model in loaded:
+        model_dir = REPO / "model_repository" / model
+        path = model_dir / "configs" / f"{config_name}.pbtxt" if config_name else None
+        if path is None or not path.exists():
+            path = model_dir / "config.pbtxt"
+        assert path.exists(), f"{overlay} loads {model}, which has no committed config"
+        config = text_format.Parse(path.read_text(), mc.ModelConfig())
+        steps = {step.model_name for step in config.ensemble_scheduling.step}
+        assert steps <= loaded, f"{overlay}: ensemble {model} needs {steps - loaded} loaded"
+
+
+@pytest.mark.parametrize("overlay", TRITON_OVERLAYS)
 def test_each_overlay_selects_an_existing_config_for_its_hardware(render: dict[str, Rendered],
                                                                    overlay: str) -> None:
     flags = triton_flags(render[overlay])

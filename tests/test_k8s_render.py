@@ -204,7 +204,7 @@ def test_crd_validation_rejects_broken_monitors(rendered: dict[str, Path], tmp_p
 
 
 def test_the_list_of_loaded_models_takes_a_one_line_patch(tmp_path: Path) -> None:
-    """An overlay appends a model (e.g. a uint8/JPEG ensemble) without restating the others."""
+    """An overlay appends a model (e.g. another ensemble) without restating the others."""
     overlay = tmp_path / "with-ensemble"
     overlay.mkdir()
     base = os.path.relpath(K8S / "overlays" / "gpu", overlay)
@@ -216,12 +216,13 @@ patches:
     patch: |-
       - op: add
         path: /spec/template/spec/containers/0/args/-
-        value: --load-model=pnasnet_ensemble
+        value: --load-model=another_model
 """)
     deployment = find(documents(render(overlay)), "Deployment", "triton")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--load-model=")] == [
-        "--load-model=pnasnet_large", "--load-model=pnasnet_ensemble"]
+        "--load-model=pnasnet_large", "--load-model=pnasnet_large_uint8_to_float",
+        "--load-model=pnasnet_large_uint8", "--load-model=another_model"]
 
 
 @pytest.mark.parametrize("name", ["s3", "gcs"])
