@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 REPO ?= model_repository
 MODEL ?= pnasnet_large
 SOURCE ?= https://tfhub.dev/google/imagenet/pnasnet_large/feature_vector/5
-FALLBACK_TWIN ?= tiny
+FALLBACK_TWIN ?= pnasnet_large
 USERS ?= 8
 DURATION ?= 20s
 
-.PHONY: venv demo test serve export loadtest bench lint clean
+.PHONY: venv demo test serve export loadtest bench bench-twin bench-optimize export-onnx serve-onnx lint clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 -include k8s/tools.mk
 
 demo: venv
-	$(PY) -m demo --repository $(REPO) --model $(MODEL) --fallback-twin $(FALLBACK_TWIN)
+	$(PY) -m demo --repository $(REPO) --model $(MODEL)
 
 test: venv $(TEST_DEPS)
 	$(PY) -m pytest -q
@@ -42,6 +42,26 @@ serve: venv
 # Against a running server (`make serve` in another terminal, or TRITON_GRPC_URL).
 loadtest: venv
 	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
+
+# Client: preprocessing vs naive and scaled decode, bytes per transport, embed_many throughput.
+bench: venv
+	$(PY) bench/client_bench.py
+
+# <model>_onnx from the newest exported version (tf2onnx; parity checked in onnxruntime).
+export-onnx: venv
+	$(PY) -m export.onnx --repository $(REPO) --model $(MODEL)
+
+# The local server on the ONNX model instead of the SavedModel (slower on CPU; for checking it).
+serve-onnx: venv
+	$(PY) -m serve --repository $(REPO) --config-name local_onnx
+
+# Faithful twin: build/export cost, latency in-process vs through the local Triton server.
+bench-twin: venv
+	$(PY) -m bench.twin_bench
+
+# CPU: TensorFlow vs onnxruntime (batch 1, 8) and conversion time on the faithful twin.
+bench-optimize: venv
+	$(PY) bench/optimize_bench.py --source twin:pnasnet_large
 
 lint: venv
 	$(VENV)/bin/ruff check .
