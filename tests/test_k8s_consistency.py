@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from google.protobuf import text_format
+from k8s_tools import load_yaml, tool
 from tritonclient.grpc import model_config_pb2 as mc
 
 try:
@@ -35,32 +35,9 @@ PVC_OVERLAYS = ["gpu", "gpu-trt", "cpu"]
 CONFIG_NAME = {"gpu": None, "gpu-trt": "trt_fp16", "cpu": "tf_cpu", "s3": None, "gcs": None}
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 PROJECT_IMAGE = "pnasnet-embeddings"
-YAML_TO_JSON = ("import json, sys, yaml; "
-                "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")
 # Restricted API categories Triton 25.02 accepts (RESTRICTED_CATEGORY_NAMES in the server source).
 TRITON_RESTRICTED_CATEGORIES = {"health", "metadata", "inference", "shared-memory", "model-config",
                                 "model-repository", "statistics", "trace", "logging"}
-
-
-def tool(name: str) -> str:
-    """Path of a checking tool; a missing tool fails the test (never skips it)."""
-    if name == "kubectl":
-        found = shutil.which("kubectl")
-        if not found:
-            pytest.fail("kubectl (with kustomize) is not on PATH; it is needed to render k8s/")
-        return found
-    path = TOOLS / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make test` (target k8s-tools builds .venv-k8s)")
-    return str(path)
-
-
-def load_yaml(text: str) -> list[Any]:
-    """The documents of a YAML stream, parsed by PyYAML in .venv-k8s."""
-    done = subprocess.run([tool("python"), "-c", YAML_TO_JSON], input=text,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 class Rendered:

@@ -16,52 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_tools import KUSTOMIZATIONS, load_yaml, render, tool
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
-TOOLS = REPO / ".venv-k8s" / "bin"
 SKIPS = K8S / "checkov-skips.yaml"
-KUSTOMIZATIONS = {
-    **{name: K8S / "overlays" / name for name in ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx"]},
-    "export": K8S / "export",
-    "rollback": K8S / "rollback",
-    "loadtest": K8S / "loadtest",
-    "tftrt": K8S / "tftrt",
-}
-YAML_TO_JSON = ("import json, sys, yaml; "
-                "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")
 # Environment for an offline scan: no platform key, no mapping/guideline download, no PyPI check.
 OFFLINE = {"CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "WARNING"}
 PLATFORM_VARIABLES = ("BC_API_KEY", "PRISMA_API_URL", "BC_API_URL", "CKV_API_KEY")
-
-
-def tool(name: str) -> str:
-    """Path of a checking tool; a missing tool fails the test (never skips it)."""
-    if name == "kubectl":
-        found = shutil.which("kubectl")
-        if not found:
-            pytest.fail("kubectl (with kustomize) is not on PATH; it is needed to render k8s/")
-        return found
-    path = TOOLS / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make test` (target k8s-tools builds .venv-k8s)")
-    return str(path)
-
-
-def render(directory: Path) -> str:
-    """`kubectl kustomize DIR`."""
-    done = subprocess.run([tool("kubectl"), "kustomize", str(directory)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"kustomize failed for {directory}:\n{done.stderr}"
-    return done.stdout
-
-
-def load_yaml(text: str) -> list[Any]:
-    """The documents of a YAML stream, parsed by PyYAML in .venv-k8s."""
-    done = subprocess.run([tool("python"), "-c", YAML_TO_JSON], input=text,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def insecure_variant(rendered_gpu: str) -> str:

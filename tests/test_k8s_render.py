@@ -12,62 +12,21 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_tools import KUSTOMIZATIONS, TRITON_OVERLAYS, render, tool
+from k8s_tools import load_yaml as documents
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
-TOOLS = REPO / ".venv-k8s" / "bin"
 NAMESPACE = "pnasnet"
-TRITON_OVERLAYS = ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx"]
-KUSTOMIZATIONS = {
-    **{name: K8S / "overlays" / name for name in TRITON_OVERLAYS},
-    "export": K8S / "export",
-    "rollback": K8S / "rollback",
-    "loadtest": K8S / "loadtest",
-    "tftrt": K8S / "tftrt",
-}
 # Oldest supported release (README prerequisites) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 CRD_KINDS = {"PodMonitor", "ServiceMonitor"}
 # YAML is parsed by PyYAML in .venv-k8s (the project's own .venv does not carry a YAML library).
-YAML_TO_JSON = ("import json, sys, yaml; "
-                "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")
-
-
-def tool(name: str) -> str:
-    """Path of a checking tool; a missing tool fails the test (never skips it)."""
-    if name == "kubectl":
-        found = shutil.which("kubectl")
-        if not found:
-            pytest.fail("kubectl (with kustomize) is not on PATH; it is needed to render k8s/")
-        return found
-    path = TOOLS / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make test` (target k8s-tools builds .venv-k8s)")
-    return str(path)
-
-
-def render(directory: Path) -> str:
-    """`kubectl kustomize DIR`: the manifests a `kubectl apply -k DIR` would send."""
-    done = subprocess.run([tool("kubectl"), "kustomize", str(directory)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"kustomize failed for {directory}:\n{done.stderr}"
-    return done.stdout
-
-
-def documents(text: str) -> list[dict[str, Any]]:
-    """The non-empty YAML documents of a rendered stream."""
-    done = subprocess.run([tool("python"), "-c", YAML_TO_JSON], input=text,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def dump(*docs: dict[str, Any]) -> str:
     """A YAML stream of the given objects (JSON documents are valid YAML)."""
     return "".join(f"---\n{json.dumps(d)}\n" for d in docs)

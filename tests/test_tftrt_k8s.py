@@ -3,41 +3,16 @@ NVIDIA's TensorFlow 25.02 image on a GPU node; both command lines parse with `ex
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_tools import rendered
 
 from export import tftrt
 
 ROOT = Path(__file__).resolve().parents[1]
-YAML_TO_JSON = ("import json, sys, yaml; "
-                "json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)")
-
-
-def rendered(directory: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize DIR`, parsed by the YAML library of .venv-k8s (built by `make test`)."""
-    kubectl = shutil.which("kubectl")
-    yaml_python = ROOT / ".venv-k8s" / "bin" / "python"
-    if not kubectl:
-        pytest.fail("kubectl (with kustomize) is not on PATH; it is needed to render k8s/")
-    if not yaml_python.exists():
-        pytest.fail(f"{yaml_python} is missing: run `make test` (target k8s-tools builds .venv-k8s)")
-    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    parsed = subprocess.run([str(yaml_python), "-c", YAML_TO_JSON], input=done.stdout,
-                            capture_output=True, text=True, timeout=60)
-    assert parsed.returncode == 0, parsed.stderr
-    return json.loads(parsed.stdout)
-
-
-
-
 @pytest.fixture(scope="module")
 def docs() -> list[dict[str, Any]]:
     return rendered(ROOT / "k8s" / "tftrt")
