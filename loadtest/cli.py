@@ -34,6 +34,8 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", choices=USER_KINDS, default="grpc",
                    help="grpc/http: client.embed_batch with encoded images (preprocessing in the "
                         "client, as applications do); raw: pre-built tensors (server + transport)")
+    p.add_argument("--raw-protocol", choices=("grpc", "http"), default="grpc",
+                   help="protocol of the raw user (http loads --http-host)")
     p.add_argument("--transport", choices=TRANSPORTS, default="float",
                    help="float32 tensors, or the client's compact uint8 transport")
     p.add_argument("--model", default="pnasnet_large")

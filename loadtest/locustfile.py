@@ -8,6 +8,7 @@ Users (one runs, chosen by --loadtest-user / LOADTEST_USER unless User classes a
     EmbeddingGrpcUser  `embed_batch` over gRPC: image bytes in, preprocessing in the user
     EmbeddingHttpUser  the same over HTTP (--host is then Triton's HTTP address)
     RawTensorUser      `embed_arrays` with inputs built once: server + transport only
+                       (gRPC, or HTTP with --loadtest-raw-protocol http)
 Load: closed loop by default (each user waits for its response); --loadtest-rate-per-user makes it
 open loop (arrivals on a schedule, latency measured from the scheduled time); --loadtest-steps
 holds a list of user counts for --loadtest-step-time each. Every option also reads an environment
@@ -127,6 +128,10 @@ def _watch_event_loop() -> None:
 
 
 # -- users -----------------------------------------------------------------------------------------
+class RequestUnfinished(Exception):
+    """An open-loop request that had not completed when the run stopped."""
+
+
 class ClientPool:
     """Clients for concurrent open-loop requests: one per in-flight request, created on demand.
 
@@ -140,21 +145,33 @@ class ClientPool:
         self.idle: Queue = Queue()
         self.all: list[EmbeddingClient] = []
 
-    def acquire(self) -> tuple[EmbeddingClient, bool]:
-        """A free client, and whether the caller had to wait for a slot."""
-        waited = not self.slots.acquire(blocking=False)
-        if waited:
-            self.slots.acquire()
+    def reserve(self) -> bool:
+        """Take an in-flight slot, waiting if all are taken; True if the caller had to wait."""
+        if self.slots.acquire(blocking=False):
+            return False
+        self.slots.acquire()
+        return True
+
+    def take(self) -> EmbeddingClient:
+        """An idle client, or a new one (made in the request's greenlet, so a slow connect or
+        contract fetch delays that request only, never the schedule)."""
         try:
-            return self.idle.get_nowait(), waited
+            return self.idle.get_nowait()
         except Empty:
             client = self.factory()
             self.all.append(client)
-            return client, waited
+            return client
 
-    def release(self, client: EmbeddingClient) -> None:
-        self.idle.put(client)
+    def release(self, client: EmbeddingClient | None) -> None:
+        """Give back the slot and, if one was taken, the client."""
+        if client is not None:
+            self.idle.put(client)
         self.slots.release()
+
+    def add(self, client: EmbeddingClient) -> None:
+        """An idle client made beforehand (it does not take a slot)."""
+        self.all.append(client)
+        self.idle.put(client)
 
     def close(self) -> None:
         for client in self.all:
@@ -169,19 +186,26 @@ class _EmbeddingUser(User):
     protocol = "grpc"
     request_type = "grpc"
     kind = "grpc"
+    PREWARMED = 4  # open loop: clients connected before the first arrival
+    STOP_GRACE_S = 10.0  # open loop: how long in-flight requests may finish after the run
 
     def wait_time(self) -> float:
         if self.settings.rate_per_user > 0:
             return 0.0  # the schedule sleeps, not Locust
         return self.settings.think_ms / 1000.0
 
+    def configure(self) -> None:
+        """Hook for per-run choices that depend on options (read after the master's update)."""
+
     def on_start(self) -> None:
         self._group = Group()
         self._pool: ClientPool | None = None
         self._next_arrival: float | None = None
+        self._pending: list[float] = []  # open loop: scheduled times of requests in flight
         self.client: EmbeddingClient | None = None
         try:
             self.settings = Settings.from_options(self.environment.parsed_options)
+            self.configure()
             self.client = self.new_client()
             self.client.info  # noqa: B018 - fetch the model contract once, outside the measurement
             self.prepare()
@@ -195,16 +219,26 @@ class _EmbeddingUser(User):
                 response_length=0, exception=exc, context={})
             raise StopUser() from exc
         if self.settings.rate_per_user > 0:
-            self._pool = ClientPool(self.new_client, self.settings.max_inflight)
-            self._pool.all.append(self.client)
-            self._pool.idle.put(self.client)
+            self._pool = ClientPool(self._ready_client, self.settings.max_inflight)
+            self._pool.add(self.client)
+            for _ in range(min(self.settings.max_inflight, self.PREWARMED) - 1):
+                self._pool.add(self._ready_client())
 
     def on_stop(self) -> None:
         # Let in-flight open-loop requests end, then close and drop every client, or the process
         # can hang at exit in the gRPC client's __del__.
         group = getattr(self, "_group", None)
         if group is not None:
-            group.join(timeout=5.0)
+            group.join(timeout=self.STOP_GRACE_S)
+            # Open loop: what is still in flight is the slowest part of the run; leaving it out
+            # would flatter the percentiles, so each counts as a failed request.
+            for scheduled in list(getattr(self, "_pending", [])):
+                self.environment.events.request.fire(
+                    request_type=self.request_type, name="unfinished",
+                    response_time=(time.perf_counter() - scheduled) * 1000.0, response_length=0,
+                    exception=RequestUnfinished(
+                        f"still in flight {self.STOP_GRACE_S:.0f} s after the run ended"),
+                    context={})
             group.kill(block=True, timeout=5.0)
         if getattr(self, "_pool", None) is not None:
             self._pool.close()
@@ -217,6 +251,16 @@ class _EmbeddingUser(User):
         s = self.settings
         return make_client(self.host, s.model, protocol=self.protocol, transport=s.transport,
                            timeout=s.timeout, attempts=s.attempts)
+
+    def _ready_client(self) -> EmbeddingClient:
+        """A client that already knows the model contract, so no request pays for fetching it."""
+        client = self.new_client()
+        try:
+            client.info  # noqa: B018
+        except Exception:
+            client.close()
+            raise
+        return client
 
     # Subclasses: what one request sends.
     def prepare(self) -> None:
@@ -258,17 +302,26 @@ class _EmbeddingUser(User):
         scheduled = self._next_arrival
         if scheduled > now:
             gevent.sleep(scheduled - now)
-        client, waited = self._pool.acquire()
+        waited = self._pool.reserve()
         LAG.add(max(time.perf_counter() - scheduled, 0.0), waited)
-        self._group.spawn(self._measure_and_release, scheduled, client)
+        self._group.spawn(self._measure_and_release, scheduled)
 
-    def _measure_and_release(self, scheduled: float, client: EmbeddingClient) -> None:
+    def _measure_and_release(self, scheduled: float) -> None:
+        pool = self._pool
+        client = None
+        self._pending.append(scheduled)
         try:
+            client = pool.take()
             # Latency counts from the scheduled time: a late start is the user's wait too.
             self._measure(scheduled, client)
+        except Exception as exc:  # no client could be made: a failed request, counted
+            self.environment.events.request.fire(
+                request_type=self.request_type, name=self.request_name(),
+                response_time=(time.perf_counter() - scheduled) * 1000.0, response_length=0,
+                exception=exc, context={})
         finally:
-            if self._pool is not None:
-                self._pool.release(client)
+            self._pending.remove(scheduled)
+            pool.release(client)
 
 
 class EmbeddingGrpcUser(_EmbeddingUser):
@@ -290,6 +343,10 @@ class RawTensorUser(_EmbeddingUser):
     request_type = "grpc-raw"
     kind = "raw"
     _BATCHES = 4  # distinct pre-built batches cycled through
+
+    def configure(self) -> None:
+        self.protocol = self.settings.raw_protocol
+        self.request_type = f"{self.protocol}-raw"
 
     def prepare(self) -> None:
         corpus = load_corpus(self.settings.images)

@@ -34,6 +34,11 @@ class Summary:
     images: int = 0
     images_per_s: float = 0.0
     span_s: float = 0.0
+    completed: int = -1  # requests that got an answer (-1: all of `requests`)
+
+    def __post_init__(self) -> None:
+        if self.completed < 0:
+            self.completed = self.requests
 
     @property
     def error_rate(self) -> float:
@@ -57,9 +62,11 @@ class Summary:
         }
 
     def lines(self) -> list[str]:
+        unanswered = self.requests - self.completed
         return [
             f"requests {self.requests}, failures {self.failures}, {self.rps:.2f} req/s, "
-            f"{self.images_per_s:.2f} images/s",
+            f"{self.images_per_s:.2f} images/s"
+            + (f" ({unanswered} never answered: see failures)" if unanswered else ""),
             f"latency ms: p50 {self.p50_ms:.0f}  p90 {self.p90_ms:.0f}  p95 {self.p95_ms:.0f}  "
             f"p99 {self.p99_ms:.0f}  avg {self.avg_ms:.0f}  max {self.max_ms:.0f}",
         ]
@@ -96,6 +103,12 @@ def from_histogram(hist: Mapping[float, int], *, requests: int, failures: int, t
         images_per_s=rate(images), span_s=span_s)
 
 
+#: Entries the users record that are not answered requests: a user that could not start, and
+#: open-loop requests still in flight when the run ended. They count as requests and failures
+#: (so the error rate shows them) but not in latency or throughput.
+UNANSWERED = ("setup", "unfinished")
+
+
 def summarize(entries: Iterable[Mapping[str, Any]]) -> Summary:
     """Aggregate every endpoint of Locust's JSON statistics (or serialized StatsEntry dicts).
 
@@ -104,9 +117,14 @@ def summarize(entries: Iterable[Mapping[str, Any]]) -> Summary:
     """
     hist: Counter = Counter()
     requests = failures = images = 0
+    unanswered = unanswered_failures = 0
     total_time = max_ms = 0.0
     starts, ends = [], []
     for e in entries:
+        if e.get("name") in UNANSWERED:
+            unanswered += e["num_requests"]
+            unanswered_failures += e["num_failures"]
+            continue
         requests += e["num_requests"]
         failures += e["num_failures"]
         images += e.get("total_content_length", 0) or 0
@@ -117,8 +135,11 @@ def summarize(entries: Iterable[Mapping[str, Any]]) -> Summary:
             starts.append(e["start_time"])
             ends.append(e["last_request_timestamp"])
     span = (max(ends) - min(starts)) if starts else 0.0
-    return from_histogram(hist, requests=requests, failures=failures, total_ms=total_time,
-                          max_ms=max_ms, images=images, span_s=span)
+    summary = from_histogram(hist, requests=requests, failures=failures, total_ms=total_time,
+                             max_ms=max_ms, images=images, span_s=span)
+    summary.requests += unanswered
+    summary.failures += unanswered_failures
+    return summary
 
 
 def read_summary(json_path: Path) -> Summary:

@@ -33,7 +33,7 @@ EXIT_GRACE_S = 120.0
 
 def target(args: argparse.Namespace) -> tuple[str, str]:
     """(address, protocol) the users load: Triton's HTTP address for the HTTP user, else gRPC."""
-    if args.user == "http":
+    if args.user == "http" or (args.user == "raw" and args.raw_protocol == "http"):
         return args.http_host, "http"
     return args.host, "grpc"
 
@@ -51,7 +51,8 @@ def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
            "--host", host, "--csv", str(out), "--html", f"{out}.html",
            "--json-file", f"{out}.locust", "--stop-timeout", "30", "--loglevel", "WARNING",
-           "--loadtest-user", args.user, "--loadtest-model", args.model,
+           "--loadtest-user", args.user, "--loadtest-raw-protocol", args.raw_protocol,
+           "--loadtest-model", args.model,
            "--loadtest-batch", str(args.batch), "--loadtest-transport", args.transport,
            "--loadtest-timeout", str(args.timeout), "--loadtest-attempts", str(args.attempts),
            "--loadtest-think-ms", str(args.think_ms),
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
         except Exception as exc:
             server_error = f"{type(exc).__name__}: {exc}"
     if before is not None and after is not None:
-        server = (after - before).split(summary.avg_ms, summary.requests)
+        server = (after - before).split(summary.avg_ms, summary.completed)
     else:
         server = {"error": server_error or "not read (--no-server-stats)"}
 

@@ -61,6 +61,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--loadtest-user", "LOADTEST_USER", "grpc", str,
            "which user runs when no User class is named: grpc (client.embed_batch over gRPC), "
            "http (the same over HTTP), raw (pre-built tensors: server + transport only)", USER_KINDS),
+    Option("--loadtest-raw-protocol", "LOADTEST_RAW_PROTOCOL", "grpc", str,
+           "protocol of the raw user (grpc or http; --host must match)", ("grpc", "http")),
     Option("--loadtest-model", "LOADTEST_MODEL", "pnasnet_large", str, "model name on the server"),
     Option("--loadtest-batch", "LOADTEST_BATCH", 1, int, "images per request"),
     Option("--loadtest-images", "LOADTEST_IMAGES", "", str,
@@ -111,6 +113,7 @@ class Settings:
     """Typed view of the options, read by each user when it starts (after the master's update)."""
 
     user: str = "grpc"
+    raw_protocol: str = "grpc"
     model: str = "pnasnet_large"
     batch: int = 1
     images: str = ""
@@ -131,7 +134,8 @@ class Settings:
         values = {opt.dest: getattr(options, opt.dest, opt.default) if options is not None
                   else opt.default for opt in OPTIONS}
         settings = cls(
-            user=values["loadtest_user"], model=values["loadtest_model"],
+            user=values["loadtest_user"], raw_protocol=values["loadtest_raw_protocol"],
+            model=values["loadtest_model"],
             batch=int(values["loadtest_batch"]), images=values["loadtest_images"] or "",
             transport=values["loadtest_transport"],
             rate_per_user=float(values["loadtest_rate_per_user"] or 0.0),

@@ -5,11 +5,10 @@ list of user counts (closed loop: concurrency, as perf_analyzer's --concurrency-
 arrival rates (open loop: offered load, as perf_analyzer's --request-rate-range). The table and the
 plot put p50/p95/p99 against the achieved throughput.
 
-The knee is the lowest level whose achieved throughput is within 10% of the best healthy level's
-(healthy: no failures and, open loop, the offered rate achieved): up to it, more load buys
-throughput; past it, more load only queues, so latency rises while throughput stays flat. The peak
-is the highest achieved throughput. If the knee is the last level, the server was not saturated:
-extend the levels.
+The knee is the last level before median latency starts growing much faster than throughput (see
+`find_knee`): up to it, more load buys throughput; past it, more load mostly queues, so latency
+rises while throughput stays flat. The peak is the highest achieved throughput. If the knee is the
+last level, the server was not saturated: extend the levels upward.
 """
 
 from __future__ import annotations
@@ -23,8 +22,10 @@ from typing import Any
 
 from loadtest.runner import run
 
-#: The knee is the first level at this share of the best healthy throughput.
-KNEE_SHARE = 0.9
+#: Past the knee, median latency grows more than this many times faster than throughput.
+KNEE_ELASTICITY = 2.0
+#: Latency changes below this share are noise between short runs, never a knee.
+LATENCY_NOISE = 0.10
 COLUMNS = ("load", "offered_rps", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
            "error_rate", "queue_ms", "compute_ms", "client_and_network_ms", "avg_batch", "reliable")
 
@@ -54,17 +55,27 @@ def overloaded(row: dict[str, Any]) -> bool:
     return bool(row.get("offered_rps")) and row["rps"] < 0.95 * row["offered_rps"]
 
 
-def find_knee(rows: list[dict[str, Any]], share: float = KNEE_SHARE) -> int | None:
-    """Index of the lowest level that reaches `share` of the best throughput of healthy levels.
+def find_knee(rows: list[dict[str, Any]], elasticity: float = KNEE_ELASTICITY) -> int | None:
+    """Index of the last level before latency starts growing much faster than throughput.
 
-    Healthy: no failed requests and, open loop, the offered rate achieved. Past the knee more load
-    buys at most 1 - `share` more throughput and only adds queueing latency.
+    Walking up the healthy levels (no failures; open loop: the offered rate achieved) in the
+    given order, a step from one level to the next "breaks" when the median latency rises by more
+    than `elasticity` times the relative throughput gain (and by more than 10%, the noise of short
+    runs). The knee is the level before the first break: up to it, more load buys throughput;
+    past it, more load mostly queues. Medians are used because tails of short runs are noisy.
     """
-    healthy = [i for i, r in enumerate(rows) if not overloaded(r)]
+    healthy = [i for i, r in enumerate(rows) if not overloaded(r) and r.get("p50_ms")]
     if not healthy:
         return None
-    best = max(rows[i]["rps"] for i in healthy)
-    return next(i for i in healthy if rows[i]["rps"] >= share * best)
+    knee = healthy[0]
+    for prev, cur in zip(healthy, healthy[1:], strict=False):
+        a, b = rows[prev], rows[cur]
+        gain = max((b["rps"] - a["rps"]) / a["rps"], 0.0)
+        cost = (b["p50_ms"] - a["p50_ms"]) / a["p50_ms"]
+        if cost > LATENCY_NOISE and cost > elasticity * gain:
+            break
+        knee = cur
+    return knee
 
 
 def find_peak(rows: list[dict[str, Any]]) -> int | None:

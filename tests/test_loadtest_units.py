@@ -56,6 +56,15 @@ def test_summary_aggregates_endpoints_and_counts_images() -> None:
     assert percentile({}, 0, 0.5) == 0.0
 
 
+def test_unanswered_requests_are_failures_but_not_latency() -> None:
+    setup = entry("setup", {0: 1}, failures=1)
+    unfinished = entry("unfinished", {9000: 3}, failures=3)
+    summary = summarize([entry("a", {10: 100}), setup, unfinished])
+    assert summary.requests == 104 and summary.failures == 4 and summary.completed == 100
+    assert summary.max_ms == 10 and summary.p99_ms == 10 and summary.rps == pytest.approx(10.0)
+    assert "never answered" in summary.lines()[0]
+
+
 def test_failures_grouped_by_exception_type() -> None:
     errors = [{"error": "ServerUnavailableError('server at x unavailable')", "occurrences": 3},
               {"error": "ServerUnavailableError('again')", "occurrences": 2},
@@ -144,6 +153,9 @@ def test_knee_is_where_throughput_stops_growing(tmp_path: Path) -> None:
     closed = [row("1", 50, 20), row("2", 80, 30), row("4", 120, 45), row("8", 126, 90),
               row("16", 127, 180)]
     assert find_knee(closed) == 2
+    # Already near capacity at one user: latency doubles per step for a few % more throughput.
+    saturated = [row("1", 2.0, 960), row("2", 2.3, 1860), row("4", 2.5, 3200)]
+    assert find_knee(saturated) == 0
     open_loop = [row("10", 10, 15, 10), row("40", 39.5, 20, 40), row("80", 60, 900, 80)]
     assert find_knee(open_loop) == 1  # 80 req/s offered was not achieved: overloaded
     assert find_knee([row("1", 0, 0, err=1.0)]) is None
