@@ -12,71 +12,33 @@ pool, requests are awaited on gRPC's asyncio channel (or aiohttp for `protocol="
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from client import pipeline, preprocess
-from client.embedding_client import (
-    DEFAULT_MODEL,
-    compact_model_name,
-    l2_normalize,
-    normalize_transport,
-)
+from client.embedding_client import ClientOptions, l2_normalize
 from client.errors import EmbeddingError, InvalidImageError, ModelNotReadyError, ServerUnavailableError
 from client.model_info import ModelInfo
 from client.pipeline import EmbedResult
-from client.preprocess import MAX_PIXELS, ImageInput
-from client.retry import RetryPolicy, acall_with_retry
-from client.transport import AsyncTransport, Connection, Protocol, async_transport
+from client.preprocess import ImageInput
+from client.retry import acall_with_retry
+from client.transport import AsyncTransport, async_transport
 
 T = TypeVar("T")
 
 
-class AsyncEmbeddingClient:
+class AsyncEmbeddingClient(ClientOptions):
     """Embeddings of one model on one Triton server, for asyncio code.
 
     Takes the same arguments as `EmbeddingClient` (see there). Create it inside the event loop
     that will use it: gRPC's asyncio channel belongs to that loop.
     """
 
-    def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL, *,
-                 protocol: Protocol = "grpc", transport: str = "float32",
-                 compact_model: str | None = None, model_version: str = "",
-                 timeout: float | None = 60.0, retry: RetryPolicy | None = None,
-                 center_crop: bool = False, normalize: bool = False,
-                 fast_preprocessing: bool = True, max_pixels: int = MAX_PIXELS,
-                 batch_size: int | None = None, max_in_flight: int = 4, workers: int | None = None,
-                 ssl: bool = False, root_certificates: str | None = None,
-                 private_key: str | None = None, certificate_chain: str | None = None,
-                 insecure: bool = False, headers: dict[str, str] | None = None,
-                 grpc_options: Sequence[tuple[str, Any]] = ()) -> None:
-        self.connection = Connection.make(
-            url, protocol, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
-            certificate_chain=certificate_chain, insecure=insecure, headers=headers,
-            grpc_options=tuple(grpc_options))
-        self.url = self.connection.url
-        self.protocol = self.connection.protocol
-        self.model = model
-        self.model_version = model_version
-        self.transport = normalize_transport(transport)
-        if self.transport == "uint8" and model_version:
-            raise ValueError("the uint8 transport serves the model's latest version; "
-                             "model_version pins a float32 model version (use transport='float32')")
-        self.compact_model = compact_model or compact_model_name(model)
-        self.timeout = timeout
-        self.retry = retry if retry is not None else RetryPolicy()
-        self.center_crop = center_crop
-        self.normalize = normalize
-        self.fast_preprocessing = fast_preprocessing
-        self.max_pixels = max_pixels
-        self.batch_size = batch_size
-        self.max_in_flight = max_in_flight
-        self.workers = workers or min(8, os.cpu_count() or 2)
+    def _setup(self) -> None:
         self._client: AsyncTransport | None = None
         self._closed = False
         self._info: ModelInfo | None = None

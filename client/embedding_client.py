@@ -135,8 +135,8 @@ class _LoopThread:
             self.loop.close()
 
 
-class EmbeddingClient:
-    """Embeddings of one model on one Triton server.
+class ClientOptions:
+    """What the sync and asyncio clients share: the connection and how images are embedded.
 
     Args:
         url: `host:port` (a scheme is accepted; `https://`/`grpcs://` turn TLS on). Default:
@@ -156,6 +156,8 @@ class EmbeddingClient:
             max_batch_size), requests at the server at once in `embed_many`, preprocessing threads.
         ssl, root_certificates, private_key, certificate_chain, insecure: TLS (PEM file paths).
         headers: sent with every call, e.g. `{"authorization": "Bearer ..."}`.
+        grpc_options: gRPC channel arguments, e.g. `[("grpc.lb_policy_name", "round_robin")]`
+            with a `dns:///` URL of a headless Service (they are added to tritonclient's own).
     """
 
     def __init__(self, url: str | None = None, model: str = DEFAULT_MODEL, *,
@@ -191,6 +193,16 @@ class EmbeddingClient:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.workers = workers or min(8, os.cpu_count() or 2)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Per-class state (transport, caches, pools), after the shared options are set."""
+
+
+class EmbeddingClient(ClientOptions):
+    """Embeddings of one model on one Triton server (arguments: see `ClientOptions`)."""
+
+    def _setup(self) -> None:
         self._client: SyncTransport | None = sync_transport(self.connection)
         self._info: ModelInfo | None = None
         self._float_info: ModelInfo | None = None
