@@ -50,6 +50,7 @@ import numpy as np
 
 from export import SAVEDMODEL_DIRNAME, repository
 from export.errors import ExportError, FidelityError, SourceError
+from export.progress import Steps
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
@@ -420,20 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     """Command line for converting a version that is already in the repository."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    start = time.monotonic()
-
-    def say(msg: str) -> None:
-        print(f"[onnx {time.monotonic() - start:6.1f}s] {msg}", flush=True)
-
-    try:
-        result = export_onnx(args.repository, args.model, version=args.version, opset=args.opset,
-                             progress=say)
-    except ExportError as exc:
-        print(f"export.onnx: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"converted {result.source_model}/{result.source_version} -> {result.path} "
-          f"(max abs diff {result.parity.max_abs_diff:.3g}; {result.convert_seconds:.1f} s)")
-    return 0
+    with Steps(label="onnx") as say:
+        try:
+            result = export_onnx(args.repository, args.model, version=args.version, opset=args.opset,
+                                 progress=say)
+        except ExportError as exc:
+            print(f"export.onnx: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"converted {result.source_model}/{result.source_version} -> {result.path} "
+              f"(max abs diff {result.parity.max_abs_diff:.3g}; {result.convert_seconds:.1f} s)")
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from tqdm import tqdm
 class Steps:
     """Call with a message at the start of each step; `close()` when done."""
 
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None, label: str = "export") -> None:
         self.quiet = quiet
+        self.label = label
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
         self.live = not quiet and self.stream.isatty()
@@ -36,9 +37,9 @@ class Steps:
     def __call__(self, msg: str) -> None:
         if self.quiet:
             return
-        line = f"[export {time.monotonic() - self.start:6.1f}s] {msg}"
+        line = f"[{self.label} {time.monotonic() - self.start:6.1f}s] {msg}"
         if self.live:
-            self._bar.set_description_str(f"export: {msg}")
+            self._bar.set_description_str(f"{self.label}: {msg}")
             tqdm.write(line, file=sys.stdout)
         else:
             print(line, flush=True)
@@ -46,3 +47,9 @@ class Steps:
     def close(self) -> None:
         self._stop.set()
         self._bar.close()
+
+    def __enter__(self) -> Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

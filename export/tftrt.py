@@ -40,6 +40,7 @@ import numpy as np
 
 from export import DEFAULT_MODEL, SAVEDMODEL_DIRNAME, repository
 from export.errors import ExportError, FidelityError, SourceError
+from export.progress import Steps
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
@@ -480,32 +481,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`python -m export.tftrt config|convert|check`."""
     args = build_parser().parse_args(argv)
-    start = time.monotonic()
-
-    def say(msg: str) -> None:
-        print(f"[tftrt {time.monotonic() - start:6.1f}s] {msg}", flush=True)
-
-    try:
-        if args.command == "check":
-            status = tensorrt_status()
-            for item in status.missing() or [f"ready: TensorFlow {status.tensorflow_version}, "
-                                             f"TensorRT {status.tensorrt_version}, {list(status.gpus)}"]:
-                print(item)
-            return 2 if status.missing() else 0
-        if args.command == "config":
-            check_options(args.precision, args.batch_sizes, None, converting=False)
-            path = write_config(args.repository, args.model, args.precision, args.batch_sizes)
-            print(f"wrote {path}")
-            return 0
-        result = convert(args.repository, args.model, args.precision, version=args.version,
-                         batch_sizes=args.batch_sizes, calibration=args.calibration_images,
-                         max_workspace_bytes=args.max_workspace_bytes, progress=say)
-    except ExportError as exc:
-        print(f"export.tftrt: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"converted {args.model}/{result.source_version} -> {result.path} ({result.precision}, "
-          f"engines for {list(result.batch_sizes)}; {result.seconds:.0f} s)")
-    return 0
+    with Steps(label="tftrt") as say:
+        try:
+            if args.command == "check":
+                status = tensorrt_status()
+                for item in status.missing() or [f"ready: TensorFlow {status.tensorflow_version}, "
+                                                 f"TensorRT {status.tensorrt_version}, {list(status.gpus)}"]:
+                    print(item)
+                return 2 if status.missing() else 0
+            if args.command == "config":
+                check_options(args.precision, args.batch_sizes, None, converting=False)
+                path = write_config(args.repository, args.model, args.precision, args.batch_sizes)
+                print(f"wrote {path}")
+                return 0
+            result = convert(args.repository, args.model, args.precision, version=args.version,
+                             batch_sizes=args.batch_sizes, calibration=args.calibration_images,
+                             max_workspace_bytes=args.max_workspace_bytes, progress=say)
+        except ExportError as exc:
+            print(f"export.tftrt: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"converted {args.model}/{result.source_version} -> {result.path} ({result.precision}, "
+              f"engines for {list(result.batch_sizes)}; {result.seconds:.0f} s)")
+        return 0
 
 
 if __name__ == "__main__":
