@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,7 +78,24 @@ def export(args: argparse.Namespace) -> None:
         print(f"offline fallback, if the hub can't be reached: twin:{twin}, {why}", flush=True)
     cmd = [sys.executable, "-m", "export", "--source", args.source, "--repository",
            str(args.repository), "--model", args.model, "--keep", "2", "--fallback-twin", twin]
-    subprocess.run(cmd, check=True)
+    run_quietly(cmd)
+
+
+# TensorFlow's start-up chatter on a machine without a GPU; everything else is shown.
+TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
+                      r"[IWE]\d{4} [\d:. ]+\d+ (port|cudart_stub|cuda_platform|cuda_executor|"
+                      r"cpu_feature_guard)\.cc)")
+
+
+def run_quietly(cmd: list[str]) -> None:
+    """Run `cmd`, streaming its output without TensorFlow's start-up noise; fail like check=True."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            if not TF_NOISE.match(line):
+                print(line, end="", flush=True)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def embed_samples(client: EmbeddingClient) -> None:
