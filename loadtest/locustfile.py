@@ -26,15 +26,13 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import numpy as np  # noqa: E402
-from gevent.lock import BoundedSemaphore  # noqa: E402
 from gevent.pool import Group  # noqa: E402
-from gevent.queue import Empty, Queue  # noqa: E402
+from gevent.queue import Queue  # noqa: E402
 from locust import LoadTestShape, User, events, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
@@ -132,62 +130,21 @@ class RequestUnfinished(Exception):
     """An open-loop request that had not completed when the run stopped."""
 
 
-class ClientPool:
-    """Clients for concurrent open-loop requests: one per in-flight request, created on demand.
-
-    One client per request in flight works for every protocol (the HTTP client holds one
-    connection); `max_size` bounds memory when the server falls behind.
-    """
-
-    def __init__(self, factory: Callable[[], EmbeddingClient], max_size: int) -> None:
-        self.factory = factory
-        self.slots = BoundedSemaphore(max_size)
-        self.idle: Queue = Queue()
-        self.all: list[EmbeddingClient] = []
-
-    def reserve(self) -> bool:
-        """Take an in-flight slot, waiting if all are taken; True if the caller had to wait."""
-        if self.slots.acquire(blocking=False):
-            return False
-        self.slots.acquire()
-        return True
-
-    def take(self) -> EmbeddingClient:
-        """An idle client, or a new one (made in the request's greenlet, so a slow connect or
-        contract fetch delays that request only, never the schedule)."""
-        try:
-            return self.idle.get_nowait()
-        except Empty:
-            client = self.factory()
-            self.all.append(client)
-            return client
-
-    def release(self, client: EmbeddingClient | None) -> None:
-        """Give back the slot and, if one was taken, the client."""
-        if client is not None:
-            self.idle.put(client)
-        self.slots.release()
-
-    def add(self, client: EmbeddingClient) -> None:
-        """An idle client made beforehand (it does not take a slot)."""
-        self.all.append(client)
-        self.idle.put(client)
-
-    def close(self) -> None:
-        for client in self.all:
-            client.close()
-        self.all.clear()
-
-
 class _EmbeddingUser(User):
-    """Shared loop of every user: closed loop, or open loop at --loadtest-rate-per-user."""
+    """Shared loop of every user: closed loop, or open loop at --loadtest-rate-per-user.
+
+    Open loop: the user's task only keeps the schedule, putting each arrival's scheduled time on
+    a queue; up to --loadtest-max-inflight sender greenlets take them and send. All share the
+    user's one client, as an application's threads do (gRPC multiplexes one channel; the HTTP
+    client keeps one connection per sender). Latency counts from the scheduled time, so waiting
+    for a free sender is latency too.
+    """
 
     abstract = True
     protocol = "grpc"
     request_type = "grpc"
     kind = "grpc"
-    PREWARMED = 4  # open loop: clients connected before the first arrival
-    STOP_GRACE_S = 10.0  # open loop: how long in-flight requests may finish after the run
+    STOP_GRACE_S = 10.0  # open loop: how long queued and in-flight requests may finish at the end
 
     def wait_time(self) -> float:
         if self.settings.rate_per_user > 0:
@@ -198,10 +155,11 @@ class _EmbeddingUser(User):
         """Hook for per-run choices that depend on options (read after the master's update)."""
 
     def on_start(self) -> None:
-        self._group = Group()
-        self._pool: ClientPool | None = None
+        self._senders = Group()
+        self._arrivals: Queue = Queue()
+        self._idle_senders = 0
         self._next_arrival: float | None = None
-        self._pending: list[float] = []  # open loop: scheduled times of requests in flight
+        self._pending: list[float] = []  # open loop: scheduled times not yet answered
         self.client: EmbeddingClient | None = None
         try:
             self.settings = Settings.from_options(self.environment.parsed_options)
@@ -218,32 +176,26 @@ class _EmbeddingUser(User):
                 request_type=self.request_type, name="setup", response_time=0.0,
                 response_length=0, exception=exc, context={})
             raise StopUser() from exc
-        if self.settings.rate_per_user > 0:
-            self._pool = ClientPool(self._ready_client, self.settings.max_inflight)
-            self._pool.add(self.client)
-            for _ in range(min(self.settings.max_inflight, self.PREWARMED) - 1):
-                self._pool.add(self._ready_client())
 
     def on_stop(self) -> None:
-        # Let in-flight open-loop requests end, then close and drop every client, or the process
-        # can hang at exit in the gRPC client's __del__.
-        group = getattr(self, "_group", None)
-        if group is not None:
-            group.join(timeout=self.STOP_GRACE_S)
-            # Open loop: what is still in flight is the slowest part of the run; leaving it out
-            # would flatter the percentiles, so each counts as a failed request.
-            for scheduled in list(getattr(self, "_pending", [])):
+        # Let queued and in-flight open-loop requests end, then close and drop the client, or the
+        # process can hang at exit in the gRPC client's __del__.
+        if self._pending:
+            deadline = time.perf_counter() + self.STOP_GRACE_S
+            while self._pending and time.perf_counter() < deadline:
+                gevent.sleep(0.05)
+            # What is still unanswered is the slowest part of the run; leaving it out would
+            # flatter the percentiles, so each counts as a failed request.
+            for scheduled in list(self._pending):
                 self.environment.events.request.fire(
                     request_type=self.request_type, name="unfinished",
                     response_time=(time.perf_counter() - scheduled) * 1000.0, response_length=0,
                     exception=RequestUnfinished(
-                        f"still in flight {self.STOP_GRACE_S:.0f} s after the run ended"),
+                        f"not answered {self.STOP_GRACE_S:.0f} s after the run ended"),
                     context={})
-            group.kill(block=True, timeout=5.0)
-        if getattr(self, "_pool", None) is not None:
-            self._pool.close()
-            self._pool = None
-        if getattr(self, "client", None) is not None:
+            self._pending.clear()
+        self._senders.kill(block=True, timeout=5.0)
+        if self.client is not None:
             self.client.close()
             self.client = None
 
@@ -251,16 +203,6 @@ class _EmbeddingUser(User):
         s = self.settings
         return make_client(self.host, s.model, protocol=self.protocol, transport=s.transport,
                            timeout=s.timeout, attempts=s.attempts)
-
-    def _ready_client(self) -> EmbeddingClient:
-        """A client that already knows the model contract, so no request pays for fetching it."""
-        client = self.new_client()
-        try:
-            client.info  # noqa: B018
-        except Exception:
-            client.close()
-            raise
-        return client
 
     # Subclasses: what one request sends.
     def prepare(self) -> None:
@@ -278,12 +220,12 @@ class _EmbeddingUser(User):
         if self.settings.rate_per_user > 0:
             self._schedule_next()
         else:
-            self._measure(time.perf_counter(), self.client)
+            self._measure(time.perf_counter())
 
-    def _measure(self, start: float, client: EmbeddingClient) -> None:
+    def _measure(self, start: float) -> None:
         exc: Exception | None = None
         try:
-            self.call(client)
+            self.call(self.client)
         except Exception as error:  # every failure is counted, by type, in the report
             exc = error
         self.environment.events.request.fire(
@@ -302,26 +244,25 @@ class _EmbeddingUser(User):
         scheduled = self._next_arrival
         if scheduled > now:
             gevent.sleep(scheduled - now)
-        waited = self._pool.reserve()
-        LAG.add(max(time.perf_counter() - scheduled, 0.0), waited)
-        self._group.spawn(self._measure_and_release, scheduled)
-
-    def _measure_and_release(self, scheduled: float) -> None:
-        pool = self._pool
-        client = None
+        no_free_sender = self._idle_senders == 0
+        if no_free_sender and len(self._senders) < self.settings.max_inflight:
+            self._senders.spawn(self._sender)
+            no_free_sender = False
         self._pending.append(scheduled)
-        try:
-            client = pool.take()
-            # Latency counts from the scheduled time: a late start is the user's wait too.
-            self._measure(scheduled, client)
-        except Exception as exc:  # no client could be made: a failed request, counted
-            self.environment.events.request.fire(
-                request_type=self.request_type, name=self.request_name(),
-                response_time=(time.perf_counter() - scheduled) * 1000.0, response_length=0,
-                exception=exc, context={})
-        finally:
-            self._pending.remove(scheduled)
-            pool.release(client)
+        self._arrivals.put((scheduled, no_free_sender))
+
+    def _sender(self) -> None:
+        while True:
+            self._idle_senders += 1
+            try:
+                scheduled, waited = self._arrivals.get()
+            finally:
+                self._idle_senders -= 1
+            LAG.add(max(time.perf_counter() - scheduled, 0.0), waited)
+            try:
+                self._measure(scheduled)
+            finally:
+                self._pending.remove(scheduled)
 
 
 class EmbeddingGrpcUser(_EmbeddingUser):
