@@ -91,9 +91,12 @@ def expected_seconds(args: argparse.Namespace) -> float:
     return parse_seconds(args.duration)
 
 
-def stop_process_group(proc: subprocess.Popen) -> int:
-    """SIGTERM the Locust process group (master and workers), SIGKILL what is left after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> int:
+    """SIGTERM the Locust process group (master and workers), SIGKILL what is left after `grace`.
+
+    SIGKILL too, because a Locust stuck at exit (a gRPC client's finalizer) ignores SIGTERM.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

@@ -176,4 +176,5 @@ def test_grpc_user_five_runs_in_a_row_each_exit_by_themselves(grpc_url: str, tmp
         out = str(tmp_path / f"again{i}")
         proc, report = loadtest("--host", grpc_url, "--users", "2", "--duration", "2s", "--out", out)
         assert proc.returncode == 0, f"run {i}: {proc.stdout}{proc.stderr}"
+        assert report["locust_exited_by_itself"] and report["locust_exit_code"] == 0
         assert report["summary"]["requests"] > 0 and report["summary"]["failures"] == 0

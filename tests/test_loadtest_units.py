@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from loadtest import cli
 from loadtest.guard import verdict
 from loadtest.report import error_type, failures_by_type, percentile, summarize
-from loadtest.runner import locust_command
+from loadtest.runner import locust_command, stop_process_group
 from loadtest.server_stats import ModelCounters, ServerSnapshot
 from loadtest.settings import Settings, parse_seconds, parse_steps
 from loadtest.slo import Thresholds, evaluate
@@ -178,3 +180,13 @@ def test_locust_command_carries_every_parameter(tmp_path: Path) -> None:
     assert "--loadtest-steps 1,2,8" in cmd and "-u 8" in cmd and " -t " not in cmd
     http = cli.build_parser().parse_args(["--user", "http", "--http-host", "127.0.0.1:9"])
     assert "--host 127.0.0.1:9" in " ".join(locust_command(http, tmp_path / "o"))
+
+
+def test_a_generator_that_ignores_sigterm_is_killed() -> None:
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                               "print('ready', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert stubborn.stdout.readline().strip() == "ready"
+    assert stop_process_group(stubborn, grace=0.5) == -9
+    assert stubborn.poll() is not None
