@@ -136,6 +136,8 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     """Run Locust once as `args` say; write `<out>.json`; return (exit code, report)."""
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (f"{out}.locust.json", f"{out}.extras.json", f"{out}.json"):
+        Path(stale).unlink(missing_ok=True)  # never report an earlier run's numbers
     host, protocol = target(args)
     say = (lambda *_a, **_k: None) if quiet else print
     stats = None if args.no_server_stats else ServerStats(host, served_model(args), protocol)
