@@ -505,3 +505,14 @@ def test_project_image_matches_the_manifests_and_the_package(render: dict[str, R
         assert container.get("workingDir", workdir) == workdir
     triton_pod = render["gpu"].get("Deployment", "triton")["spec"]["template"]["spec"]
     assert triton_pod["securityContext"]["fsGroup"] == gid  # the model volume's shared group
+
+
+def test_load_test_variables_are_ones_the_locustfile_reads(render: dict[str, Rendered]) -> None:
+    """A misspelt LOADTEST_* variable would be ignored silently; each must be a declared option."""
+    from loadtest.settings import OPTIONS
+
+    known = {opt.env for opt in OPTIONS}
+    maps = [d for d in render["loadtest"].docs if d["kind"] == "ConfigMap"]
+    used = {key for m in maps for key in m.get("data", {}) if key.startswith("LOADTEST_")}
+    assert used, "the Locust Jobs set no LOADTEST_* parameter"
+    assert used <= known, f"unknown load-test variables: {sorted(used - known)}"
