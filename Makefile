@@ -10,8 +10,13 @@ SOURCE ?= https://tfhub.dev/google/imagenet/pnasnet_large/feature_vector/5
 FALLBACK_TWIN ?= pnasnet_large
 USERS ?= 8
 DURATION ?= 20s
+LOADTEST_ARGS ?=
+SWEEP_USERS ?= 1,2,4,8,16
+STEP ?= 20s
+MAX_P95_MS ?= 1000
+MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test serve export loadtest bench bench-twin bench-optimize export-onnx serve-onnx lint clean
+.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize export-onnx serve-onnx lint clean
 
 venv: $(STAMP)
 
@@ -41,7 +46,17 @@ serve: venv
 
 # Against a running server (`make serve` in another terminal, or TRITON_GRPC_URL).
 loadtest: venv
-	$(PY) -m loadtest --users $(USERS) --duration $(DURATION)
+	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
+
+# Latency vs throughput over a series of user counts: table, PNG plot, knee.
+sweep: venv
+	$(PY) -m loadtest sweep --users $(SWEEP_USERS) --step-duration $(STEP) --out reports/sweep \
+		$(LOADTEST_ARGS)
+
+# A release gate: exits non-zero when the p95 or error-rate SLO is missed.
+loadtest-gate: venv
+	$(PY) -m loadtest --users $(USERS) --duration $(DURATION) --max-p95-ms $(MAX_P95_MS) \
+		--max-error-rate $(MAX_ERROR_RATE) --fail-on-unreliable --out reports/gate $(LOADTEST_ARGS)
 
 # Client: preprocessing vs naive and scaled decode, bytes per transport, embed_many throughput.
 bench: venv
