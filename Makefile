@@ -23,7 +23,7 @@ venv: $(STAMP)
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q pip==26.3
 	$(PY) -m pip install -q -e ".[all]"
 	touch $(STAMP)
 
