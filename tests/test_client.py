@@ -115,3 +115,13 @@ def test_import_client_loads_no_tensorflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_round_robin_channel_over_a_dns_target(grpc_url: str, sample_images: list[Path]) -> None:
+    """What a client of the headless Service uses: a dns:/// target and gRPC's round_robin policy."""
+    options = [("grpc.lb_policy_name", "round_robin")]
+    with EmbeddingClient(f"dns:///{grpc_url}", grpc_options=options) as c:
+        assert c.is_ready()
+        with EmbeddingClient(grpc_url) as direct:
+            np.testing.assert_allclose(c.embed(sample_images[0]), direct.embed(sample_images[0]),
+                                       rtol=1e-5, atol=1e-5)
