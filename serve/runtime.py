@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 BACKENDS_SRC = Path(__file__).parent / "backends"
+SHARED_BACKEND_MODULE = "batched.py"  # copied beside each backend's model.py
 
 
 class RuntimeMissingError(RuntimeError):
@@ -59,6 +60,7 @@ def prepare_backend_directory(dest: Path) -> Path:
         if (backend / "model.py").is_file():
             shutil.copytree(backend, dest / backend.name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copy2(BACKENDS_SRC / SHARED_BACKEND_MODULE, dest / backend.name)
     return dest
 
 

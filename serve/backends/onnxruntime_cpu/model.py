@@ -16,6 +16,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from batched import execute_batched
 
 
 class TritonPythonModel:
@@ -36,23 +37,11 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"loaded {path} ({self.input_name} -> {self.output_name})")
 
     def execute(self, requests: list) -> list:
-        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
-        sizes = [a.shape[0] for a in arrays]
-        try:
-            batch = np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
+        def run(batch: np.ndarray) -> np.ndarray:
             batch = np.ascontiguousarray(batch, dtype=np.float32)
-            (out,) = self.session.run([self.output_name], {self.input_name: batch})
-        except Exception as exc:  # one bad batch must not take the model down
-            err = pb_utils.TritonError(f"inference failed: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
-        responses = []
-        start = 0
-        for size in sizes:
-            part = out[start:start + size].astype(self.output_dtype, copy=False)
-            start += size
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(self.output_name, part)]))
-        return responses
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+        return execute_batched(requests, self.input_name, self.output_name, self.output_dtype, run)
 
     def finalize(self) -> None:
         self.session = None

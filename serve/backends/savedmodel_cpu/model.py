@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from batched import execute_batched
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
@@ -35,22 +36,10 @@ class TritonPythonModel:
         self.logger.log_info(f"loaded {path} ({self.input_name} -> {self.output_name})")
 
     def execute(self, requests: list) -> list:
-        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
-        sizes = [a.shape[0] for a in arrays]
-        try:
-            batch = np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
-            out = self.fn(**{self.input_name: tf.constant(batch)})[self.output_name].numpy()
-        except Exception as exc:  # one bad batch must not take the model down
-            err = pb_utils.TritonError(f"inference failed: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
-        responses = []
-        start = 0
-        for size in sizes:
-            part = out[start:start + size].astype(self.output_dtype, copy=False)
-            start += size
-            tensor = pb_utils.Tensor(self.output_name, part)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
-        return responses
+        def run(batch: np.ndarray) -> np.ndarray:
+            return self.fn(**{self.input_name: tf.constant(batch)})[self.output_name].numpy()
+
+        return execute_batched(requests, self.input_name, self.output_name, self.output_dtype, run)
 
     def finalize(self) -> None:
         self.fn = None
