@@ -45,30 +45,10 @@ if str(ROOT) not in sys.path:
 
 from client import EmbeddingClient, preprocess  # noqa: E402
 from client.stats import ModelStats  # noqa: E402
+from samples.generate import photo_like  # noqa: E402
 
 SIZE = (331, 331)
 MODEL = "pnasnet_large"
-
-
-def photo_like(width: int, height: int, seed: int = 0, falloff: float = 1.1) -> Image.Image:
-    """Texture with a natural image's 1/f spectrum and a flat sky band (as in the client tests).
-
-    A steeper `falloff` gives a smoother picture: a smaller JPEG, cheaper to entropy-decode."""
-    rng = np.random.default_rng(seed)
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    f = np.hypot(fx, fy)
-    f[0, 0] = 1.0
-    channels = []
-    for _ in range(3):
-        spectrum = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f ** falloff
-        x = np.fft.irfft2(spectrum, s=(height, width))
-        channels.append((x - x.mean()) / x.std())
-    texture = np.stack(channels, -1) @ np.array([[1, .8, .6], [.2, 1, .5], [.1, .3, 1]]).T
-    sky = np.linspace(0, 1, height)[:, None, None] * np.array([60, 30, -40])
-    arr = 120 + 28 * texture + sky
-    arr[: height // 3] = 200 + sky[: height // 3] * 0.2
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:

@@ -130,20 +130,15 @@ class AsyncEmbeddingClient(ClientOptions):
         return self._info
 
     async def _resolve(self) -> ModelInfo:
-        if self.transport in ("uint8", "auto") and not self.model_version:
+        if self.wants_compact():
+            info, error = None, None
             try:
                 info = await self._fetch_info(self.compact_model, "")
             except ModelNotReadyError as exc:
-                if self.transport == "uint8":
-                    raise ModelNotReadyError(
-                        f"uint8 transport: {exc}. Export writes {self.compact_model!r} beside "
-                        f"{self.model!r}; the server must load both", status=exc.status) from exc
-            else:
-                if info.input_datatype == "UINT8":
-                    return info
-                if self.transport == "uint8":
-                    raise ModelNotReadyError(
-                        f"{self.compact_model!r} takes {info.input_datatype}, not UINT8 pixels")
+                error = exc
+            chosen = self.compact_choice(info, error)
+            if chosen is not None:
+                return chosen
         return await self._fetch_info(self.model, self.model_version)
 
     # -- embeddings -------------------------------------------------------------------------------

@@ -198,6 +198,27 @@ class ClientOptions:
     def _setup(self) -> None:
         """Per-class state (transport, caches, pools), after the shared options are set."""
 
+    def wants_compact(self) -> bool:
+        return self.transport in ("uint8", "auto") and not self.model_version
+
+    def compact_choice(self, info: ModelInfo | None, error: ModelNotReadyError | None) -> ModelInfo | None:
+        """The ensemble's contract when it takes uint8 pixels; None to fall back to float32 ("auto").
+
+        With transport="uint8" a missing or mismatched ensemble is an error, not a silent fallback.
+        """
+        if error is not None:
+            if self.transport == "uint8":
+                raise ModelNotReadyError(
+                    f"uint8 transport: {error}. Export writes {self.compact_model!r} beside "
+                    f"{self.model!r}; the server must load both", status=error.status) from error
+            return None
+        if info is not None and info.input_datatype == "UINT8":
+            return info
+        if self.transport == "uint8":
+            raise ModelNotReadyError(
+                f"{self.compact_model!r} takes {info.input_datatype if info else '?'}, not UINT8 pixels")
+        return None
+
 
 class EmbeddingClient(ClientOptions):
     """Embeddings of one model on one Triton server (arguments: see `ClientOptions`)."""
@@ -314,20 +335,15 @@ class EmbeddingClient(ClientOptions):
         return self._info
 
     def _resolve(self) -> ModelInfo:
-        if self.transport in ("uint8", "auto") and not self.model_version:
+        if self.wants_compact():
+            info, error = None, None
             try:
                 info = self._fetch_info(self.compact_model, "")
             except ModelNotReadyError as exc:
-                if self.transport == "uint8":
-                    raise ModelNotReadyError(
-                        f"uint8 transport: {exc}. Export writes {self.compact_model!r} beside "
-                        f"{self.model!r}; the server must load both", status=exc.status) from exc
-            else:
-                if info.input_datatype == "UINT8":
-                    return info
-                if self.transport == "uint8":
-                    raise ModelNotReadyError(
-                        f"{self.compact_model!r} takes {info.input_datatype}, not UINT8 pixels")
+                error = exc
+            chosen = self.compact_choice(info, error)
+            if chosen is not None:
+                return chosen
         return self._fetch_info(self.model, self.model_version)
 
     @property

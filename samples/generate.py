@@ -49,6 +49,27 @@ def _leaves(size: tuple[int, int], seed: int) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(radius=1))
 
 
+def photo_like(width: int, height: int, seed: int = 0, falloff: float = 1.1) -> Image.Image:
+    """Texture with a natural image's 1/f spectrum under a flat sky band, for tests and benchmarks.
+
+    A steeper `falloff` gives a smoother picture: a smaller JPEG, cheaper to entropy-decode."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    f = np.hypot(fx, fy)
+    f[0, 0] = 1.0
+    channels = []
+    for _ in range(3):
+        spectrum = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f ** falloff
+        x = np.fft.irfft2(spectrum, s=(height, width))
+        channels.append((x - x.mean()) / x.std())
+    texture = np.stack(channels, -1) @ np.array([[1, .8, .6], [.2, 1, .5], [.1, .3, 1]]).T
+    sky = np.linspace(0, 1, height)[:, None, None] * np.array([60, 30, -40])
+    arr = 120 + 28 * texture + sky
+    arr[: height // 3] = 200 + sky[: height // 3] * 0.2  # a flat band, as skies are
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
 def draw_all() -> dict[str, Image.Image]:
     return {
         "sunset.jpg": _sunset((480, 360), 0.35),
