@@ -1,19 +1,20 @@
 """Turn what applications hold (paths, bytes, files, PIL images, arrays) into model input pixels.
 
-Resize policy: the whole image is resized to the model's input size (aspect ratio not kept, no crop;
-`center_crop=True` crops the central square first) with Pillow's bilinear filter, which antialiases
-when it shrinks. EXIF orientation is applied first and every mode (palette, alpha, 16-bit, grayscale,
-CMYK) becomes 8-bit RGB; alpha is composited on white.
+Policy: EXIF orientation is applied first; every mode (palette, alpha, 16-bit, grayscale, CMYK)
+becomes 8-bit RGB, alpha composited on white; then the whole image is resized to the model's input
+size (aspect ratio not kept, no crop; `center_crop=True` crops the central square first) with the
+antialiased pyramid of `client.resize`.
 
 Two paths give the same pixels within `PIXEL_TOLERANCE`:
 
-- the reference path (`fast=False`): full decode, then the resize. This is what Triton's
-  `image_client.py` and most hand-written glue do.
-- the fast path (default): a JPEG is decoded already reduced, in the DCT domain, to the smallest
-  scale that is still at least the target size (libjpeg-turbo's M/8 scales through `simplejpeg`;
-  without it, Pillow's `draft()` with 1/2, 1/4, 1/8), and only that smaller image is resized. Most
-  of a full-HD decode is spent on pixels that the resize would average away; here they are never
-  made. Other formats have no reduced decode and take the reference path.
+- the reference path (`fast=False`): full decode, then the resize.
+- the fast path (default): a JPEG is decoded already reduced, in the DCT domain, at the smallest of
+  libjpeg-turbo's 1/8, 1/4 and 1/2 scales that still covers the target size (through `simplejpeg`;
+  without it, Pillow's `draft()`, which has the same scales). Most of a full-HD decode is spent on
+  pixels the resize would average away; here they are never made. Only power-of-two scales are
+  used: libjpeg-turbo has SIMD inverse DCTs for them, and the 3/8 .. 7/8 scales run scalar code that
+  is slower than the next power of two up (measured: 3/8 of a full-HD JPEG 10-35% slower than 1/2,
+  5/8 slower than the full decode). Other formats have no reduced decode and take the reference path.
 
 Decompression bombs: the pixel count is read from the header and refused above `max_pixels`
 (default `MAX_PIXELS`) before any pixel is decoded.
@@ -32,6 +33,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from client.errors import InvalidImageError
+from client.resize import central_square, resize, upright
 
 try:  # libjpeg-turbo's scaled decode (a small wheel); Pillow's draft() is the fallback
     import simplejpeg
@@ -55,28 +57,21 @@ class Tolerance:
 
 
 #: Measured on 1/f-spectrum textures (harder than photos: more detail near the Nyquist limit) from
-#: 1280x720 to 4000x3000, whole image or central square: mean |diff| 0.4-1.3 levels, p99 2-6 levels.
+#: 1280x720 to 4000x3000, whole image or central square: mean |diff| 0.3-0.5 levels, p99 2-3
+#: levels; 1.5 / 7 for the central square of a 1/8 decode, whose edges fall between pixels.
 PIXEL_TOLERANCE = Tolerance(mean_abs=2.0, p99_abs=8.0)
 
 #: The same comparison on embeddings: |fast - reference| / |reference| (L2) per image. Measured
 #: <= 0.0014 on the twin for JPEGs from 640x480 to 4000x3000 (tests/test_client_pipeline.py).
 EMBEDDING_TOLERANCE = 0.01
 
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+_ORIENTATIONS = range(1, 9)
 _SWAPS_AXES = {5, 6, 7, 8}
 
 
 def jpeg_decoder() -> str:
     """Which reduced JPEG decode the fast path uses here."""
-    return "simplejpeg (libjpeg-turbo M/8 scaled decode)" if simplejpeg else "Pillow draft()"
+    return "simplejpeg (libjpeg-turbo 1/8, 1/4, 1/2 scaled decode)" if simplejpeg else "Pillow draft()"
 
 
 def describe(item: Any) -> str:
@@ -154,7 +149,7 @@ def _orientation(img: Image.Image) -> int:
         value = img.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # noqa: BLE001 - a corrupt EXIF block means "no orientation", as in viewers
         return 1
-    return value if isinstance(value, int) and value in _ORIENTATION else 1
+    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
 
 
 def _needed_decode_size(stored: tuple[int, int], orientation: int, size: tuple[int, int],
@@ -172,24 +167,38 @@ def _needed_decode_size(stored: tuple[int, int], orientation: int, size: tuple[i
     return (need_h, need_w) if orientation in _SWAPS_AXES else (need_w, need_h)
 
 
+def jpeg_scale(stored: tuple[int, int], need: tuple[int, int]) -> tuple[int, int]:
+    """The decoded size at the smallest power-of-two scale (1/8, 1/4, 1/2, 1) that covers `need`.
+
+    libjpeg-turbo rounds scaled sizes up, and so does this.
+    """
+    width, height = stored
+    for denominator in (8, 4, 2):
+        scaled = (-(-width // denominator), -(-height // denominator))
+        if scaled[0] >= need[0] and scaled[1] >= need[1]:
+            return scaled
+    return width, height
+
+
 def _decode(data: bytes, size: tuple[int, int], center_crop: bool, max_pixels: int,
-            fast: bool) -> tuple[Image.Image, int, tuple[int, int]]:
-    """Decoded image (maybe already reduced), its EXIF orientation (not yet applied) and the
-    upright full-resolution size."""
+            fast: bool) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """RGB pixels in stored orientation (maybe already reduced), the EXIF orientation to apply,
+    and the upright full-resolution size."""
     img = _open(data, max_pixels)
     orientation = _orientation(img)
     full = img.size[::-1] if orientation in _SWAPS_AXES else img.size
     try:
         if fast and img.format in ("JPEG", "MPO"):
-            need_w, need_h = _needed_decode_size(img.size, orientation, size, center_crop)
+            need = _needed_decode_size(img.size, orientation, size, center_crop)
             if simplejpeg is not None and img.mode in ("RGB", "L"):
+                scaled_w, scaled_h = jpeg_scale(img.size, need)
                 try:
-                    arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=need_w,
-                                                 min_height=need_h)
+                    pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=scaled_w,
+                                                    min_height=scaled_h)
                 except ValueError as exc:
                     raise InvalidImageError(f"cannot decode JPEG ({exc})") from exc
-                return Image.fromarray(arr, "RGB"), orientation, full
-            img.draft(img.mode, (need_w, need_h))
+                return pixels, orientation, full
+            img.draft(img.mode, need)
         img.seek(0)  # first frame of animations and multi-page files
         img.load()
     except InvalidImageError:
@@ -199,7 +208,7 @@ def _decode(data: bytes, size: tuple[int, int], center_crop: bool, max_pixels: i
             from exc
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any format
         raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
-    return img, orientation, full
+    return np.asarray(to_rgb(img)), orientation, full
 
 
 # -- pixels ---------------------------------------------------------------------------------------
@@ -228,76 +237,42 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise InvalidImageError(f"cannot convert color mode {mode} to RGB ({exc})") from exc
 
 
-def upright(img: Image.Image, orientation: int) -> Image.Image:
-    """Apply an EXIF orientation (1..8) as viewers do."""
-    method = _ORIENTATION.get(orientation)
-    return img.transpose(method) if method is not None else img
-
-
-def _from_array(arr: np.ndarray) -> Image.Image:
+def _from_array(arr: np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise InvalidImageError(f"array must be HxWx3 (RGB), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InvalidImageError(f"array has an empty dimension: {arr.shape}")
     if arr.dtype == np.uint8:
-        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+        return np.ascontiguousarray(arr)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or arr.min() < 0.0 or arr.max() > 1.0:
             raise InvalidImageError("float array values must be finite and within [0, 1]")
-        return Image.fromarray(np.round(arr.astype(np.float64) * 255.0).astype(np.uint8), "RGB")
+        return np.round(arr.astype(np.float64) * 255.0).astype(np.uint8)
     raise InvalidImageError(f"array dtype must be uint8, or float in [0, 1], got {arr.dtype}")
 
 
-def load_rgb(item: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode any supported input to an upright 8-bit RGB PIL image at full size."""
-    if isinstance(item, np.ndarray):
-        return _from_array(item)
-    if isinstance(item, Image.Image):
-        return to_rgb(upright(_loaded(item), _orientation(item)))
-    img, orientation, _ = _decode(read_bytes(item), (1, 1), False, max_pixels, fast=False)
-    return to_rgb(upright(img, orientation))
-
-
-def _loaded(img: Image.Image) -> Image.Image:
+def _from_pil(img: Image.Image) -> np.ndarray:
     try:
         img.load()
     except Exception as exc:  # noqa: BLE001 - a lazily opened, corrupt file
         raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
-    return img
-
-
-def resize(img: Image.Image, size: tuple[int, int], center_crop: bool = False,
-           source_size: tuple[int, int] | None = None) -> Image.Image:
-    """Resize to (width, height) per the module's resize policy.
-
-    `source_size` is the full-resolution (upright) size when `img` was decoded reduced: the
-    central square is then placed in full-resolution coordinates and mapped onto the reduced
-    image with sub-pixel precision (Pillow's `box`), so both paths crop the very same region.
-    """
-    box = None
-    if center_crop:
-        width, height = source_size or img.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        sx, sy = img.size[0] / width, img.size[1] / height
-        box = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
-    elif img.size == size:
-        return img
-    return img.resize(size, Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+    return np.asarray(to_rgb(img))
 
 
 def to_pixels(item: ImageInput, size: tuple[int, int], center_crop: bool = False,
               max_pixels: int = MAX_PIXELS, fast: bool = True) -> np.ndarray:
     """HxWx3 uint8 pixels at the model's input size (`size` is (width, height))."""
-    full = None
+    orientation, full = 1, None
     if isinstance(item, np.ndarray):
-        img = _from_array(item)
+        pixels = _from_array(item)
     elif isinstance(item, Image.Image):
-        img = to_rgb(upright(_loaded(item), _orientation(item)))
+        pixels, orientation = _from_pil(item), _orientation(item)
     else:
-        decoded, orientation, full = _decode(read_bytes(item), size, center_crop, max_pixels, fast)
-        img = to_rgb(upright(decoded, orientation))
-    return np.asarray(resize(img, size, center_crop, full), dtype=np.uint8)
+        pixels, orientation, full = _decode(read_bytes(item), size, center_crop, max_pixels, fast)
+    pixels = upright(pixels, orientation)
+    decoded = (pixels.shape[1], pixels.shape[0])
+    box = central_square(full or decoded, decoded) if center_crop else None
+    return resize(pixels, size, box)
 
 
 def reference_pixels(item: ImageInput, size: tuple[int, int], center_crop: bool = False,

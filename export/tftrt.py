@@ -273,8 +273,9 @@ def calibration_batches(folder: Path, image_size: tuple[int, int],
                         limit: int = CALIBRATION_LIMIT) -> Iterator[np.ndarray]:
     """Decoded images as the model sees them: RGB, resized (bilinear) to `image_size`, in [0,1].
 
-    TensorFlow decodes them (the NGC container has no need for the client's Pillow), with the same
-    bilinear resize the client uses, so calibration ranges match served inputs.
+    TensorFlow decodes them (the NGC container has no need for the client's Pillow or OpenCV), with
+    an antialiased bilinear resize: within a grey level or two of the client's resize pyramid, so
+    calibration ranges match served inputs.
     """
     import tensorflow as tf
 
