@@ -13,7 +13,7 @@ Two paths give the same pixels within `PIXEL_TOLERANCE`:
   without it, Pillow's `draft()`, which has the same scales). Most of a full-HD decode is spent on
   pixels the resize would average away; here they are never made. Only power-of-two scales are
   used: libjpeg-turbo has SIMD inverse DCTs for them, and the 3/8 .. 7/8 scales run scalar code that
-  is slower than the next power of two up (measured: 3/8 of a full-HD JPEG 10-35% slower than 1/2,
+  is slower than the next power of two up (measured: 3/8 of a full-HD JPEG 3-30% slower than 1/2,
   5/8 slower than the full decode). Other formats have no reduced decode and take the reference path.
 
 Decompression bombs: the pixel count is read from the header and refused above `max_pixels`
