@@ -21,6 +21,7 @@ rotated file gives the very pixels of its upright twin.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -32,32 +33,28 @@ from client.errors import InvalidImageError
 #: at 640x480 to 3000x2000 (measured 0.1-2.2; tests/test_client_preprocess.py checks it).
 PILLOW_DIFFERENCE = 2.5
 
-# EXIF orientation -> the OpenCV operations that make the stored pixels upright, in order.
-_UPRIGHT: dict[int, tuple[tuple[str, int | None], ...]] = {
-    2: (("flip", 1),),
-    3: (("rotate", cv2.ROTATE_180),),
-    4: (("flip", 0),),
-    5: (("transpose", None),),
-    6: (("rotate", cv2.ROTATE_90_CLOCKWISE),),
-    7: (("transpose", None), ("rotate", cv2.ROTATE_180)),
-    8: (("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE),),
+# EXIF orientation -> the OpenCV operation that makes the stored pixels upright.
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda p: cv2.flip(p, 1),
+    3: lambda p: cv2.rotate(p, cv2.ROTATE_180),
+    4: lambda p: cv2.flip(p, 0),
+    5: cv2.transpose,
+    6: lambda p: cv2.rotate(p, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda p: cv2.rotate(cv2.transpose(p), cv2.ROTATE_180),
+    8: lambda p: cv2.rotate(p, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
+
+#: (left, top, right, bottom) in pixel-edge coordinates; fractions allowed.
+Box = tuple[float, float, float, float]
 
 
 def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1..8) to HxWx3 pixels, as viewers do."""
-    for op, arg in _UPRIGHT.get(orientation, ()):
-        if op == "flip":
-            pixels = cv2.flip(pixels, arg)
-        elif op == "rotate":
-            pixels = cv2.rotate(pixels, arg)
-        else:
-            pixels = cv2.transpose(pixels)
-    return pixels
+    make_upright = _UPRIGHT.get(orientation)
+    return make_upright(pixels) if make_upright is not None else pixels
 
 
-def central_square(full: tuple[int, int], decoded: tuple[int, int]) -> tuple[float, float, float,
-                                                                             float]:
+def central_square(full: tuple[int, int], decoded: tuple[int, int]) -> Box:
     """The largest centred square of a `full` (width, height) image, as a box in the coordinates
     of the same image `decoded` at another size (a reduced decode)."""
     width, height = full
@@ -67,16 +64,13 @@ def central_square(full: tuple[int, int], decoded: tuple[int, int]) -> tuple[flo
     return left * sx, top * sy, (left + side) * sx, (top + side) * sy
 
 
-Box = tuple[float, float, float, float]
-
-
 def resize(pixels: np.ndarray, size: tuple[int, int], box: Box | None = None) -> np.ndarray:
     """HxWx3 uint8 pixels to `size` (width, height), aspect ratio not kept, per the module's policy.
 
-    `box` (left, top, right, bottom, in pixel-edge coordinates, fractions allowed) resizes only
-    that region. Fractions matter when the pixels were decoded reduced: the central square of the
-    full image then starts between pixels, and rounding it would shift the picture by up to half a
-    reduced pixel (4 full-resolution pixels at 1/8 scale), enough to fail the parity tolerance.
+    `box` resizes only that region. Its fractions matter when the pixels were decoded reduced: the
+    central square of the full image then starts between pixels, and rounding it would shift the
+    picture by up to half a reduced pixel (4 full-resolution pixels at 1/8 scale), enough to fail
+    the parity tolerance.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise InvalidImageError(f"resize takes HxWx3 uint8 pixels, got {pixels.shape} {pixels.dtype}")
