@@ -39,10 +39,24 @@ export: venv
 	$(PY) -m export --source $(SOURCE) --repository $(REPO) --model $(MODEL) --keep 2 \
 		--fallback-twin $(FALLBACK_TWIN)
 
+SERVE_ARGS ?=
 # Serves what is exported; exports first when the repository holds no version yet.
 serve: venv
 	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
-	$(PY) -m serve --repository $(REPO)
+	$(PY) -m serve --repository $(REPO) --exit-with-parent $(SERVE_ARGS)
+
+.PHONY: reload soak
+
+# The running local server loads the newest exported version (then its uint8 ensemble): no restart.
+reload: venv
+	$(PY) -m serve reload --model $(MODEL)
+
+# Sustained load near the knee for SOAK_DURATION: per-minute requests, failures, p50/p99 and RSS.
+SOAK_DURATION ?= 10m
+SOAK_ARGS ?=
+soak: venv
+	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
+	$(PY) -m bench.soak --repository $(REPO) --model $(MODEL) --duration $(SOAK_DURATION) $(SOAK_ARGS)
 
 # Against a running server (`make serve` in another terminal, or TRITON_GRPC_URL).
 loadtest: venv
