@@ -138,3 +138,29 @@ def test_new_version_goes_live_under_load_without_failures(tmp_path: Path,
         np.testing.assert_allclose(vec, v2, atol=1e-4)
     assert {r.version for r in replies if r.transport == "uint8" and r.phase == "before"} == {"1"}
     assert [r.version for r in replies if r.transport == "uint8"][-1] == "2"
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(tmp_path: Path,
+                                                                 sample_images: list[Path]) -> None:
+    repo = tmp_path / "repo"
+    _export(repo, seed=1)
+    staged = repo / MODEL / ".staging-broken"  # Triton ignores folders that are not numbers
+    (staged / "model.savedmodel").mkdir(parents=True)
+    (staged / "model.savedmodel" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    server = LocalTritonServer(repo, ports=Ports.free(), work_dir=tmp_path / "work")
+    try:
+        server.start(timeout=300)
+        staged.rename(repo / MODEL / "2")  # a version 2 that can't load appears
+        reload = subprocess.run(
+            [sys.executable, "-m", "serve", "reload", "--url", server.grpc_url, "--model", MODEL],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+            timeout=600)
+        with EmbeddingClient(server.grpc_url, MODEL, retry=RetryPolicy(attempts=1)) as client:
+            answer = client.infer_batch([sample_images[0]])
+    finally:
+        server.stop()
+    assert reload.returncode == 1, reload.stdout + reload.stderr
+    assert reload.stderr.startswith(f"serve reload: error: loading {MODEL} failed")
+    assert "the server keeps serving version 1" in reload.stderr
+    print(f"\nreload of a broken version: {reload.stderr.strip()}")
+    assert answer.version == "1"
