@@ -3,14 +3,15 @@
     .venv/bin/python -m bench.soak --repository model_repository --duration 10m     # `make soak`
     .venv/bin/python -m bench.soak --users 4 --duration 3m --interval 30s           # shorter rows
 
-What it does: starts its own local tritonserver (free ports), finds the knee with a short ramp
-(the smallest concurrency that reaches 90% of the best throughput of 1, 2, 4, 8 users; or
-`--users N`), then keeps that many closed-loop users busy for `--duration` from a separate client
-process. Every interval (default a minute) it prints requests, failures, p50/p99 and the RSS of
-tritonserver, its backend stubs (summed) and the client process, and at the end a verdict against
-the goals: zero failures, RSS growth after warm-up under 5% (last interval against the first one
-after warm-up), no p99 drift (the later half of the intervals after warm-up against the earlier half,
-under `--max-p99-drift`). A benchmark, not a test: numbers depend on what else the machine runs.
+It starts its own local tritonserver (free ports) and finds the knee with a short ramp of 1, 2, 4
+and 8 users (the load test's definition, `loadtest.sweep.find_knee`: the last level before median
+latency grows much faster than throughput), or takes `--users N`. Then that many closed-loop users
+send requests for `--duration` from a separate client process. Every interval (default a minute)
+it prints requests, failures, p50/p99 and the RSS of tritonserver, its backend stubs (summed) and
+the client process; at the end, a verdict against the goals: zero failures, RSS growth after
+warm-up under 5% (the last interval against the first one after warm-up), no p99 drift (median p99
+of the later half of the intervals after warm-up against the earlier half, under
+`--max-p99-drift`). A benchmark, not a test: the numbers depend on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RAMP_USERS = (1, 2, 4, 8)
-KNEE_SHARE = 0.9  # the knee: the fewest users reaching this share of the best throughput
 
 
 def parse_seconds(text: str) -> float:
@@ -193,8 +193,8 @@ def judge(rows: list[Row], warmup: int, max_growth: float, max_drift: float) -> 
 
 
 def ramp(url: str, model: str, transport: str, step_s: float,
-         stop: threading.Event) -> tuple[int, list[tuple[int, float, float]]]:
-    """The knee from a short ramp: (users, [(users, requests/s, p50 ms)])."""
+         stop: threading.Event) -> tuple[int, list[tuple[int, float, float, int]]]:
+    """The knee from a short ramp: (users, [(users, requests/s, p50 ms, failures)])."""
     results = []
     for users in RAMP_USERS:
         if stop.is_set():
@@ -204,17 +204,19 @@ def ramp(url: str, model: str, transport: str, step_s: float,
             target=_client_main, args=(url, model, transport, users, step_s, step_s, queue))
         proc.start()
         lat: list[float] = []
+        failed = 0
         while (item := queue.get()) is not None:
             lat += item[1]
+            failed += item[2]
         proc.join()
-        results.append((users, len(lat) / step_s, percentile(lat, 50)))
+        results.append((users, len(lat) / step_s, percentile(lat, 50), failed))
         print(f"ramp: {users} users -> {len(lat) / step_s:.1f} requests/s, p50 "
-              f"{percentile(lat, 50):.0f} ms", flush=True)
-    if not results:
-        return 1, results
-    best = max(r for _, r, _ in results)
-    knee = next(u for u, r, _ in results if r >= KNEE_SHARE * best)
-    return knee, results
+              f"{percentile(lat, 50):.0f} ms, {failed} failed", flush=True)
+    from loadtest.sweep import find_knee
+
+    knee = find_knee([{"rps": rps, "p50_ms": p50, "error_rate": failed / max(1, rps)}
+                      for _, rps, p50, failed in results])
+    return (results[knee][0] if knee is not None else 1), results
 
 
 def format_table(rows: list[Row]) -> str:
