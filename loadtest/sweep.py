@@ -123,15 +123,13 @@ def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None)
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -> Path | None:
-    """p50/p95/p99 against achieved throughput, knee marked; None without matplotlib."""
-    try:
-        import matplotlib
+def figure(rows: list[dict[str, Any]], knee: int | None, title: str) -> Any:
+    """p50/p95/p99 against achieved throughput, knee marked (a matplotlib Figure), or None."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = [r for r in rows if r.get("rps")]
     if not points:
         return None
@@ -153,11 +151,11 @@ def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -
     if knee is not None and rows[knee].get("rps"):
         k = rows[knee]
         ax.axvline(k["rps"], color="gray", linestyle="--", linewidth=1)
-        # The text sits inside the axes (axes fraction), on the side away from the knee.
+        # The text sits inside the axes (axes fraction), right of the legend, away from the knee.
         right = (k["rps"] - min(x)) < (max(x) - min(x)) / 2 if max(x) > min(x) else True
         ax.annotate(f"knee: {label(k)}\n{k['rps']:.1f} req/s, p95 {k['p95_ms']:.0f} ms",
                     (k["rps"], k["p95_ms"]), xycoords="data", textcoords="axes fraction",
-                    xytext=(0.62 if right else 0.05, 0.9), ha="left", va="top", fontsize=8,
+                    xytext=(0.55 if right else 0.25, 0.97), ha="left", va="top", fontsize=8,
                     bbox={"boxstyle": "round", "fc": "white", "ec": "gray", "alpha": 0.9},
                     arrowprops={"arrowstyle": "->", "color": "gray"})
     ax.set_xlabel("achieved throughput (requests/s)")
@@ -169,6 +167,19 @@ def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -
         ax.text(0.99, 0.01, "x: load generator limited this level (unreliable)",
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="black")
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -> Path | None:
+    """The figure as a PNG at `path`; None without matplotlib or without a measured level."""
+    try:
+        import matplotlib.pyplot as plt
+
+        fig = figure(rows, knee, title)
+    except ImportError:
+        return None
+    if fig is None:
+        return None
     fig.savefig(path)
     plt.close(fig)
     return path
