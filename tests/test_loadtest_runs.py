@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 180  # a hung run fails the test instead of the session
 
