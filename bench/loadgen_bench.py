@@ -18,10 +18,12 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +43,21 @@ def perf_analyzer(url: str, concurrency: int, seconds: float, work: Path) -> dic
            "--concurrency-range", str(concurrency), "--measurement-mode", "time_windows",
            "--measurement-interval", str(int(seconds * 1000 / 3)), "--max-trials", "3",
            "--stability-percentage", "1000", "--percentile", "50", "-f", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds * 10 + 120)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 and not out.exists():
         raise RuntimeError(f"perf_analyzer failed ({proc.returncode}): {proc.stdout[-800:]}"
                            f"{proc.stderr[-800:]}")
     with out.open() as fh:
         row = next(csv.DictReader(fh))
-    return {"rps": float(row["Inferences/Second"]), "p50_ms": float(row["p50 latency"]) / 1000.0}
+    rps = float(row["Inferences/Second"])
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # perf_analyzer sends for the whole of its wall time (warm-up window included).
+    return {"rps": rps, "p50_ms": float(row["p50 latency"]) / 1000.0,
+            "cpu_ms": cpu_s * 1000.0 / (rps * wall) if rps else float("nan")}
 
 
 def locust(url: str, concurrency: int, seconds: float, work: Path, processes: int) -> dict[str, float]:
@@ -62,8 +72,10 @@ def locust(url: str, concurrency: int, seconds: float, work: Path, processes: in
     report = json.loads(Path(f"{out}.json").read_text()) if Path(f"{out}.json").exists() else None
     if report is None:
         raise RuntimeError(f"loadtest failed ({proc.returncode}): {proc.stderr[-800:]}")
+    gen = report["generator"]
     return {"rps": report["throughput"]["requests_per_s"], "p50_ms": report["latency_ms"]["p50"],
-            "reliable": report["generator"]["reliable"]}
+            "cpu_ms": gen["cpu_ms_per_request"] or float("nan"), "share": gen["machine_share"],
+            "reliable": gen["reliable"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,22 +109,27 @@ def main(argv: list[str] | None = None) -> int:
                         m = (perf_analyzer(url, c, args.seconds, work) if name == "perf_analyzer"
                              else locust(url, c, args.seconds, work, args.processes))
                         results.setdefault((name, c), []).append(m)
+                        extra = (f"  machine share {m['share']:.2f}, "
+                                 f"{'reliable' if m['reliable'] else 'UNRELIABLE'}"
+                                 if "share" in m else "")
                         print(f"round {r + 1} concurrency {c:3d} {name:>13}: {m['rps']:7.1f} req/s "
-                              f"p50 {m['p50_ms']:6.1f} ms", flush=True)
+                              f"p50 {m['p50_ms']:6.1f} ms  CPU {m['cpu_ms']:.2f} ms/request{extra}",
+                              flush=True)
     load = os.getloadavg()
     print(f"\nmedians over {args.rounds} rounds of {args.seconds:g} s each; tiny twin, batch 1, gRPC; "
           f"Locust processes: {args.processes}; load average at the end {load[0]:.1f} "
           f"on {os.cpu_count()} cores\n")
-    print("| concurrency | perf_analyzer req/s | p50 ms | loadtest raw req/s | p50 ms | "
-          "req/s ratio | p50 ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| concurrency | perf_analyzer req/s | p50 ms | CPU ms/req | loadtest raw req/s | p50 ms | "
+          "CPU ms/req | req/s ratio | p50 ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in levels:
         pa, lt = results[("perf_analyzer", c)], results[("loadtest", c)]
         med = lambda rows, k: statistics.median(x[k] for x in rows)  # noqa: E731
         rps_ratio = statistics.median(b["rps"] / a["rps"] for a, b in zip(pa, lt, strict=True))
         p50_ratio = statistics.median(b["p50_ms"] / a["p50_ms"] for a, b in zip(pa, lt, strict=True))
-        print(f"| {c} | {med(pa, 'rps'):.1f} | {med(pa, 'p50_ms'):.1f} | {med(lt, 'rps'):.1f} | "
-              f"{med(lt, 'p50_ms'):.1f} | {rps_ratio:.2f}x | {p50_ratio:.2f}x |")
+        print(f"| {c} | {med(pa, 'rps'):.1f} | {med(pa, 'p50_ms'):.1f} | {med(pa, 'cpu_ms'):.2f} | "
+              f"{med(lt, 'rps'):.1f} | {med(lt, 'p50_ms'):.1f} | {med(lt, 'cpu_ms'):.2f} | "
+              f"{rps_ratio:.2f}x | {p50_ratio:.2f}x |")
     return 0
 
 
