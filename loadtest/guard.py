@@ -14,6 +14,7 @@ import ipaddress
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,13 @@ class CpuMonitor:
     interval: float = 0.5
     samples: dict[int, list[float]] = field(default_factory=dict)
     machine: list[float] = field(default_factory=list)
+    #: (time, CPU seconds the whole tree has used so far) at each sample
+    totals: list[tuple[float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._procs: dict[int, psutil.Process] = {}
+        self._used: dict[int, float] = {}  # last CPU seconds read per process (kept after it exits)
         self._thread = threading.Thread(target=self._run, name="cpu-monitor", daemon=True)
 
     def start(self) -> CpuMonitor:
@@ -84,10 +88,21 @@ class CpuMonitor:
             for proc in self._tree():
                 try:
                     value = proc.cpu_percent(None)
+                    times = proc.cpu_times()
                 except psutil.Error:
                     continue
                 self.samples.setdefault(proc.pid, []).append(value)
+                self._used[proc.pid] = times.user + times.system
             self.machine.append(psutil.cpu_percent(None))
+            self.totals.append((time.monotonic(), sum(self._used.values())))
+
+    def steady_cores(self) -> float | None:
+        """Cores the generator used while under way: CPU between 20 % and 90 % of the samples
+        over the time between them (start-up imports and shutdown left out)."""
+        if len(self.totals) < 4:
+            return None
+        (t0, c0), (t1, c1) = self.totals[len(self.totals) // 5], self.totals[len(self.totals) * 9 // 10]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
     def summary(self) -> dict[str, Any]:
         """Per process: mean and max % of one core and the share of busy samples; machine mean."""
@@ -101,8 +116,11 @@ class CpuMonitor:
                 "max_percent": round(max(values), 1),
                 "busy_share": round(sum(v >= BUSY_PERCENT for v in values) / len(values), 3),
                 "samples": len(values)}
-        machine = self.machine[1:] or self.machine
+        n = len(self.machine)
+        machine = self.machine[n // 5:n * 9 // 10 + 1] if n >= 4 else (self.machine[1:] or self.machine)
+        steady = self.steady_cores()
         return {"processes": per_process, "interval": self.interval,
+                "generator_cores": round(steady, 3) if steady is not None else None,
                 "machine_mean_percent": round(sum(machine) / len(machine), 1) if machine else None,
                 "cores": psutil.cpu_count() or 1}
 
@@ -130,7 +148,7 @@ def locust_cpu_warnings(log_text: str) -> list[str]:
 
 def verdict(cpu: dict[str, Any] | None, extras: dict[str, Any] | None,
             log_warnings: list[str], p50_ms: float | None = None, local_server: bool = False,
-            answered: int = 0) -> dict[str, Any]:
+            rps: float = 0.0) -> dict[str, Any]:
     """`reliable` is False when any sign says the generator, not the server, set the numbers:
     a generator process saturated, Locust's own CPU warning, an event loop held for a noticeable
     share of the latency, an open-loop schedule not kept, or (server on this machine) a
@@ -139,12 +157,12 @@ def verdict(cpu: dict[str, Any] | None, extras: dict[str, Any] | None,
     notes: list[str] = []
     processes = (cpu or {}).get("processes", {})
     cores = (cpu or {}).get("cores") or 1
-    used = sum(p["mean_percent"] for p in processes.values()) / 100.0  # cores the generator used
+    used = (cpu or {}).get("generator_cores")  # cores the generator used while under way
+    if used is None:
+        used = sum(p["mean_percent"] for p in processes.values()) / 100.0
     share = used / cores
     machine = (cpu or {}).get("machine_mean_percent")
-    seconds = max((p["samples"] for p in processes.values()), default=0) * (cpu or {}).get(
-        "interval", 0.5)
-    cpu_ms = round(used * seconds * 1000.0 / answered, 3) if answered and seconds else None
+    cpu_ms = round(used * 1000.0 / rps, 3) if rps else None
     for pid, proc in processes.items():
         if proc["busy_share"] >= BUSY_SHARE:
             reasons.append(f"Locust process {pid} was >= {BUSY_PERCENT:.0f}% of a core in "

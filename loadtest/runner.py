@@ -210,7 +210,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     health = extras["health"]
     warnings = locust_cpu_warnings(log_text)
     generator = verdict(cpu, health, warnings, latency["p50"] or None, is_local(host),
-                        flow["requests"] - flow["unanswered"])
+                        flow["requests_per_s"])
     generator.update(cpu=cpu, locust_warnings=warnings, schedule_lag=health.get("schedule_lag"))
     thresholds = Thresholds.from_options(args)
     violations = evaluate(metrics(flow, latency), thresholds)

@@ -293,10 +293,12 @@ def test_guard_flags_a_generator_that_takes_a_saturated_machine_from_its_server(
     """The case a busy-core check misses: no generator core saturated, but on a machine shared
     with the server every core-second it takes is one the server did not get."""
     hungry = cpu(45, 0.0, 99)  # 0.45 cores of 2, machine saturated
-    result = verdict(hungry, {}, [], 30.0, local_server=True, answered=5000)
+    result = verdict(hungry, {}, [], 30.0, local_server=True, rps=250.0)
     assert not result["reliable"] and "server did not get" in result["reasons"][0]
     assert result["machine_share"] == pytest.approx(0.225)
-    assert result["cpu_ms_per_request"] == pytest.approx(0.45 * 10.0 * 1000 / 5000)
+    assert result["cpu_ms_per_request"] == pytest.approx(0.45 * 1000 / 250)
+    steady = verdict({**hungry, "generator_cores": 0.2}, {}, [], 30.0, local_server=True, rps=250.0)
+    assert steady["reliable"] and steady["machine_share"] == pytest.approx(0.1)
     assert verdict(hungry, {}, [], 30.0, local_server=False)["reliable"]  # a remote server
     assert verdict(cpu(45, 0.0, 60), {}, [], 30.0, local_server=True)["reliable"]  # CPU to spare
     assert verdict(cpu(12, 0.0, 99), {}, [], 30.0, local_server=True)["reliable"]  # cheap enough
