@@ -7,7 +7,6 @@ interface and random weights, and says so: embeddings are then structurally real
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -148,18 +147,6 @@ def show_batching(server: LocalTritonServer, model: str, requests: int = 32, thr
           f"compute {delta.compute_ms_per_request:.1f} ms")
 
 
-def print_load_test(report_path: Path) -> None:
-    """The load test's exact percentiles in one line, and whether the generator limited them."""
-    report = json.loads(report_path.read_text())
-    lat, flow, gen = report["latency_ms"], report["throughput"], report["generator"]
-    print(f"\nexact latency of {lat['count']} requests (ms): p50 {lat['p50']:.1f}  p90 "
-          f"{lat['p90']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  p99.9 {lat['p999']:.1f}  "
-          f"max {lat['max']:.1f}; {flow['requests_per_s']:.1f} req/s")
-    if not gen["reliable"]:
-        print("the load generator shares this machine's cores with the server, so these numbers "
-              "measure both (see generator.reasons in the report)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.monotonic()
@@ -177,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "loadtest", "--host", server.grpc_url, "--users",
                         str(args.users), "--duration", args.duration, "--model", args.model,
                         "--out", str(args.work_dir / "loadtest")], check=True)
-        print_load_test(args.work_dir / "loadtest.json")
     finally:
         banner("6. stop the server")
         code = server.stop()
