@@ -10,7 +10,7 @@ Exit codes: 0 passed; 1 failed requests (without --max-error-rate) or no request
 3 an SLO threshold was missed; 4 the load generator limited the result (with
 --fail-on-unreliable); 5 the target is not there (no server at the address, or the model, or its
 uint8 ensemble, not loaded): checked before the run starts; 2 usage errors, or an unhandled error
-inside Locust.
+inside Locust; 130 stopped by Ctrl-C or SIGTERM (Locust and its workers are stopped first).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from loadtest.options import OPTIONS, SLO, SLO_NAMES, add_cli_options
@@ -123,7 +125,26 @@ def write_k8s_env(folder: Path) -> int:
     return 0
 
 
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (a supervisor, `kill`) stops a run the way Ctrl-C does: Locust's group is stopped."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut that stop short
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("loadtest: interrupted; Locust stopped", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in ("run", "sweep", "gate", "k8s-env") else "run"
     if argv and argv[0] == command:

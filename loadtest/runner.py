@@ -26,6 +26,7 @@ from loadtest.preflight import TARGET_EXIT_CODE, check_target
 from loadtest.report import lines, metrics
 from loadtest.server_stats import ServerStats
 from loadtest.slo import SLO_EXIT_CODE, Thresholds, evaluate
+from serve.lifecycle import die_with_parent
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: A run that completed but whose measurement is not trustworthy (only with --fail-on-unreliable).
@@ -168,9 +169,11 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     limit = expected_seconds(args) + EXIT_GRACE_S
     hung = False
     with log_path.open("w") as log:
+        # Locust runs in a session of its own (a terminal's Ctrl-C reaches only this process, which
+        # then stops Locust's whole group); the parent-death signal ends it if this process is killed.
         proc = subprocess.Popen(locust_command(args, out), stdout=subprocess.DEVNULL, stderr=log,
                                 stdin=subprocess.DEVNULL, env=dict(os.environ),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent())
         monitor = CpuMonitor(proc.pid).start()
         try:
             code = proc.wait(timeout=limit)

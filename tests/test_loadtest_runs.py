@@ -279,3 +279,34 @@ def test_float_still_works_as_the_transport_name(grpc_url: str, tmp_path: Path) 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"transport 'float' is deprecated; use 'float32'", proc.stderr)
     assert report["config"]["transport"] == "float32"
+
+
+def test_sigterm_to_the_load_test_alone_stops_its_locust(grpc_url: str, tmp_path: Path) -> None:
+    """Locust runs in a session of its own: a TERM to `python -m loadtest` must still end it."""
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "--host", grpc_url, "--users", "2",
+                             "--duration", "120s", "--out", str(tmp_path / "term")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        locust: list[psutil.Process] = []
+        while time.monotonic() < deadline and not locust:
+            locust = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                      if "locust" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert locust, "Locust never started"
+        time.sleep(2)  # users running
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+        gone, alive = psutil.wait_procs(locust, timeout=15)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
