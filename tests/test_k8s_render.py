@@ -110,8 +110,8 @@ def test_manifests_validate_against_kubernetes_schemas(rendered: dict[str, Path]
     # Every built-in resource was checked; the only ones without a schema are the CRD kinds.
     assert len(passed) == expected_builtin
     assert len(warned) == expected_crds
-    assert all(re.search(r"kind (PodMonitor|ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/", w)
-               for w in warned), warned
+    crd = r"kind (PodMonitor|ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/"
+    assert all(re.search(crd, w) for w in warned), warned
 
 
 def test_schema_validation_rejects_a_broken_deployment(rendered: dict[str, Path], tmp_path: Path) -> None:
