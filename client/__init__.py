@@ -31,13 +31,13 @@ from client.errors import (
     ServerUnavailableError,
 )
 from client.model_info import ModelInfo
-from client.pipeline import EmbedResult, ItemFailure
+from client.pipeline import Embeddings, EmbedResult, ItemFailure
 from client.preprocess import ImageInput
 from client.retry import RetryPolicy
 
 __all__ = [
     "COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "AsyncEmbeddingClient", "AuthenticationError",
-    "EmbedResult", "EmbeddingClient", "EmbeddingError", "ImageInput", "InferenceError",
+    "EmbedResult", "EmbeddingClient", "Embeddings", "EmbeddingError", "ImageInput", "InferenceError",
     "InvalidImageError", "ItemFailure", "ModelInfo", "ModelNotReadyError", "RequestTimeoutError",
     "RetryPolicy", "ServerUnavailableError", "compact_model_name", "embed", "embed_batch",
     "embed_many", "get_default_client",

@@ -20,13 +20,14 @@ from typing import TypeVar
 import numpy as np
 
 from client import pipeline, preprocess
-from client.embedding_client import ClientOptions, l2_normalize
+from client.embedding_client import ClientOptions, _joined, l2_normalize
 from client.errors import EmbeddingError, InvalidImageError, ModelNotReadyError, ServerUnavailableError
 from client.model_info import ModelInfo
-from client.pipeline import EmbedResult
+from client.pipeline import Embeddings, EmbedResult
 from client.preprocess import ImageInput
 from client.retry import acall_with_retry
-from client.transport import AsyncTransport, async_transport
+from client.tracing import trace_headers
+from client.transport import Answer, AsyncTransport, async_transport
 
 T = TypeVar("T")
 
@@ -141,6 +142,18 @@ class AsyncEmbeddingClient(ClientOptions):
                 return chosen
         return await self._fetch_info(self.model, self.model_version)
 
+    async def embedding_step(self, info: ModelInfo | None = None) -> tuple[str, str] | None:
+        """(name, version) of the embedding model behind an ensemble; None for a plain model.
+
+        See `EmbeddingClient.embedding_step` for how it is learned and its limit during rollouts.
+        """
+        step, ask = self._step_cached(info or await self.get_info())
+        if ask is None:
+            return step
+        t = self._transport()
+        meta = await self._retrying(lambda: t.metadata(ask, "", self.timeout))
+        return self._step_learned(ask, meta)
+
     # -- embeddings -------------------------------------------------------------------------------
     def _prepare_with(self, info: ModelInfo) -> Callable[[ImageInput], np.ndarray]:
         def prepare(item: ImageInput) -> np.ndarray:
@@ -150,43 +163,56 @@ class AsyncEmbeddingClient(ClientOptions):
 
         return prepare
 
-    def _sender(self, info: ModelInfo,
-                timeout: float | None) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+    async def _sender(self, info: ModelInfo, timeout: float | None,
+                      headers: dict[str, str] | None) -> Callable[[np.ndarray], Awaitable[Answer]]:
         version = self.model_version if info.name == self.model else ""
         call_timeout = self.timeout if timeout is None else timeout
+        embedding = await self.embedding_step(info)
 
-        async def send(batch: np.ndarray) -> np.ndarray:
+        async def send(batch: np.ndarray) -> Answer:
             t = self._transport()
-            return await self._retrying(lambda: t.infer(
+            return self._labelled(await self._retrying(lambda: t.infer(
                 info.name, version, info.input_name, info.input_datatype, batch, info.output_name,
-                call_timeout))
+                call_timeout, headers)), embedding)
 
         return send
 
-    async def embed(self, image: ImageInput, *, timeout: float | None = None) -> np.ndarray:
-        """One image -> float32 vector of the model's output size."""
-        return (await self.embed_batch([image], timeout=timeout))[0]
+    async def embed(self, image: ImageInput, *, timeout: float | None = None,
+                    traceparent: str | None = None) -> np.ndarray:
+        """One image -> float32 vector of the model's output size (`traceparent`: see tracing)."""
+        return (await self.embed_batch([image], timeout=timeout, traceparent=traceparent))[0]
 
-    async def embed_batch(self, images: Sequence[ImageInput], *,
-                          timeout: float | None = None) -> np.ndarray:
+    async def embed_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
+                          traceparent: str | None = None) -> np.ndarray:
         """Images -> [n, D] in order; any failure raises (the lowest index's error)."""
+        return (await self.infer_batch(images, timeout=timeout, traceparent=traceparent)).vectors
+
+    async def infer_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
+                          traceparent: str | None = None) -> Embeddings:
+        """Like `embed_batch`, with the name and version of the embedding model that answered."""
         if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__"):
             raise TypeError("embed_batch takes a sequence of images; use embed() for one image")
-        result = await self._many(images, timeout=timeout, fail_fast=True)
+        result = await self._many(images, timeout=timeout, fail_fast=True,
+                                  headers=trace_headers(traceparent))
         result.raise_for_failures()
-        return result.embeddings
+        if not result.model:  # no request was sent (empty input)
+            step = await self.embedding_step()
+            result.model = step[0] if step else self.info.name
+        return Embeddings(result.embeddings, result.model, tuple(result.versions))
 
     async def embed_many(self, images: Iterable[ImageInput], *, batch_size: int | None = None,
                          max_in_flight: int | None = None, timeout: float | None = None,
-                         progress: bool = False) -> EmbedResult:
+                         progress: bool = False, traceparent: str | None = None) -> EmbedResult:
         """Many images, pipelined, in order; failures are reported per item (see EmbedResult)."""
+        headers = trace_headers(traceparent)
         items = images if isinstance(images, Sequence) else list(images)
         return await self._many(items, batch_size=batch_size, max_in_flight=max_in_flight,
-                                timeout=timeout, progress=progress)
+                                timeout=timeout, progress=progress, headers=headers)
 
     async def _many(self, items: Sequence[ImageInput], *, batch_size: int | None = None,
                     max_in_flight: int | None = None, timeout: float | None = None,
-                    progress: bool = False, fail_fast: bool = False) -> EmbedResult:
+                    progress: bool = False, fail_fast: bool = False,
+                    headers: dict[str, str] | None = None) -> EmbedResult:
         info = await self.get_info()
         size = max(1, min(batch_size or self.batch_size or info.max_batch_size, info.max_batch_size))
         bar = None
@@ -196,7 +222,8 @@ class AsyncEmbeddingClient(ClientOptions):
             bar = tqdm(total=len(items), unit="img", desc="embedding", smoothing=0.1)
         try:
             result = await pipeline.run(
-                items, prepare=self._prepare_with(info), send=self._sender(info, timeout),
+                items, prepare=self._prepare_with(info),
+                send=await self._sender(info, timeout, headers),
                 output_dim=info.output_dim, batch_size=size,
                 max_in_flight=max(1, max_in_flight or self.max_in_flight),
                 executor=self._executor(), on_progress=bar.update if bar else None,
@@ -208,18 +235,19 @@ class AsyncEmbeddingClient(ClientOptions):
             result.embeddings = l2_normalize(result.embeddings)
         return result
 
-    async def embed_arrays(self, batch: np.ndarray, *, timeout: float | None = None) -> np.ndarray:
+    async def embed_arrays(self, batch: np.ndarray, *, timeout: float | None = None,
+                           traceparent: str | None = None) -> np.ndarray:
         """Preprocessed uint8 pixels [n, H, W, 3] -> [n, D], through this client's transport."""
+        headers = trace_headers(traceparent)
         info = await self.get_info()
         batch = np.asarray(batch)
         if batch.dtype != np.uint8 or batch.ndim != 4 or tuple(batch.shape[1:]) != info.input_shape:
             raise InvalidImageError(f"batch must be uint8 [n, {', '.join(map(str, info.input_shape))}]"
                                     f", got {batch.dtype} {list(batch.shape)}")
         data = np.ascontiguousarray(preprocess.to_datatype(batch, info.input_datatype))
-        send = self._sender(info, timeout)
+        send = await self._sender(info, timeout, headers)
         size = min(self.batch_size or info.max_batch_size, info.max_batch_size)
-        parts = [await send(data[i:i + size]) for i in range(0, len(data), size)]
-        out = np.concatenate(parts) if parts else np.zeros((0, info.output_dim), np.float32)
+        out = _joined([await send(data[i:i + size]) for i in range(0, len(data), size)], info).vectors
         return l2_normalize(out) if self.normalize else out
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -109,24 +109,35 @@ def _client(args: argparse.Namespace, **kwargs: Any) -> EmbeddingClient:
         headers=_headers(args.header), **kwargs)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Write via a temp file + rename: a reader never sees half a file."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Write via a temp file + rename (a reader never sees half a file), with the umask's mode.
+
+    mkstemp creates its file 0600; the output gets what `open()` would give (0666 & ~umask).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    _write_atomic(path, lambda fh: np.save(fh, array))
+
+
 def _save_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    _write_atomic(path, lambda fh: fh.write((json.dumps(data, indent=1) + "\n").encode()))
 
 
 def embed_command(args: argparse.Namespace) -> int:
@@ -151,19 +162,26 @@ def embed_command(args: argparse.Namespace) -> int:
         info, transport = client.info, client.transport_in_use
     seconds = time.perf_counter() - start
     ok = result.ok
+    rows = np.flatnonzero(ok)
+    # The version of the embedding model that made each row (behind the uint8 ensemble: the
+    # ensemble's composing model, not the ensemble's own version).
+    versions = [result.versions[i] for i in rows]
     _save_npy(args.output, result.embeddings[ok])
     _save_json(index_path, {
-        "model": args.model, "served_by": info.name, "version": info.version,
-        "transport": transport, "url": client.url, "dim": info.output_dim,
-        "normalized": bool(args.normalize), "center_crop": bool(args.center_crop),
-        "rows": [str(paths[i]) for i in np.flatnonzero(ok)],
+        "model": result.model or args.model, "served_by": info.name,
+        "version": ",".join(dict.fromkeys(versions)), "transport": transport, "url": client.url,
+        "dim": info.output_dim, "normalized": bool(args.normalize),
+        "center_crop": bool(args.center_crop),
+        "rows": [str(paths[i]) for i in rows],
+        "versions": versions,
         "failures": [{"path": str(paths[f.index]), "type": f.kind,
                       "error": getattr(f.error, "reason", None) or str(f.error)}
                      for f in result.failures],
     })
     rate = len(paths) / seconds if seconds > 0 else 0.0
     print(f"embedded {result.succeeded} of {len(paths)} images in {seconds:.1f} s "
-          f"({rate:.1f} images/s, {transport} transport, {info.name} v{info.version}); "
+          f"({rate:.1f} images/s, {transport} transport, "
+          f"{result.model or info.name} v{','.join(dict.fromkeys(versions)) or '?'}); "
           f"{len(result.failures)} failed")
     print(f"wrote {args.output} [{result.succeeded}, {info.output_dim}] and {index_path}")
     for failure in result.failures[:10]:

@@ -33,13 +33,15 @@ from client.errors import (
     ModelNotReadyError,
     ServerUnavailableError,
 )
-from client.model_info import ModelInfo
-from client.pipeline import EmbedResult, ItemFailure
+from client.model_info import ModelInfo, latest_version
+from client.pipeline import Embeddings, EmbedResult, ItemFailure
 from client.preprocess import MAX_PIXELS, ImageInput
 from client.retry import RetryPolicy, acall_with_retry, call_with_retry
 from client.stats import ModelStats, stats_from_response
+from client.tracing import trace_headers
 from client.transport import (
     DEFAULT_GRPC_URL,
+    Answer,
     AsyncTransport,
     Connection,
     Protocol,
@@ -55,12 +57,15 @@ DEFAULT_MODEL = "pnasnet_large"
 #: The ensemble that takes UINT8 pixels is named after the model with this suffix (see export).
 COMPACT_SUFFIX = "_uint8"
 TRANSPORTS = ("float32", "uint8", "auto")
+#: Seconds the uint8 path trusts its answer to "which version of the embedding model runs behind
+#: the ensemble" before asking the server again (see `ClientOptions.embedding_step`).
+STEP_VERSION_TTL = 5.0
 _ALIASES = {"float": "float32", "fp32": "float32", "compact": "uint8"}
 
 T = TypeVar("T")
 
 __all__ = ["COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "EmbedResult", "EmbeddingClient",
-           "ItemFailure", "compact_model_name", "default_url", "translate"]
+           "Embeddings", "ItemFailure", "compact_model_name", "default_url", "translate"]
 
 
 def default_url(protocol: Protocol = "grpc") -> str:
@@ -197,6 +202,29 @@ class ClientOptions:
 
     def _setup(self) -> None:
         """Per-class state (transport, caches, pools), after the shared options are set."""
+
+    def _labelled(self, answer: Answer, step: tuple[str, str] | None) -> Answer:
+        """The answer named after the embedding model that made it (see `embedding_step`)."""
+        return answer if step is None else Answer(answer.rows, step[0], step[1])
+
+    def _step_cached(self, info: ModelInfo) -> tuple[tuple[str, str] | None, str | None]:
+        """(step, None) when known without asking the server; (step, name) when it must be asked."""
+        step = info.embedding_step(self.model)
+        if step is None:
+            return None, None
+        name, pinned = step
+        if pinned != "-1":
+            return step, None
+        cached = getattr(self, "_step_version", None)
+        if cached is not None and cached[0] == name and \
+                time.monotonic() - cached[2] < STEP_VERSION_TTL:
+            return (name, cached[1]), None
+        return None, name
+
+    def _step_learned(self, name: str, metadata: dict[str, Any]) -> tuple[str, str]:
+        version = latest_version(metadata)
+        self._step_version = (name, version, time.monotonic())
+        return name, version
 
     def wants_compact(self) -> bool:
         return self.transport in ("uint8", "auto") and not self.model_version
@@ -363,6 +391,24 @@ class EmbeddingClient(ClientOptions):
     def _version_for(self, info: ModelInfo) -> str:
         return self.model_version if info.name == self.model else ""
 
+    def embedding_step(self, info: ModelInfo | None = None) -> tuple[str, str] | None:
+        """(name, version) of the embedding model behind an ensemble; None for a plain model.
+
+        A response of the uint8 ensemble names the ensemble ("pnasnet_large_uint8", version 1), not
+        the model that computed the vectors. Triton does not report the composing model's version
+        per request, so the client reads it from the server: the step's pinned version when the
+        ensemble pins one, else the latest version the server lists as available (what an
+        ensemble step with version -1 runs). That answer is cached for `STEP_VERSION_TTL`
+        seconds. Limit: while a new version replaces the old one, rows answered within that
+        window (and requests in flight during the swap) can be attributed to the other version;
+        the float32 path has no such window (each response names its version).
+        """
+        step, ask = self._step_cached(info or self.info)
+        if ask is None:
+            return step
+        meta = self._retrying(lambda: self._transport.metadata(ask, "", self.timeout))
+        return self._step_learned(ask, meta)
+
     # -- preprocessing ----------------------------------------------------------------------------
     def pixels(self, item: ImageInput, index: int | None = None) -> np.ndarray:
         """One input -> uint8 [H, W, 3] at the model's size (what the uint8 transport sends)."""
@@ -405,49 +451,71 @@ class EmbeddingClient(ClientOptions):
         return np.stack(prepared)  # type: ignore[arg-type]
 
     # -- requests ---------------------------------------------------------------------------------
-    def _send(self, batch: np.ndarray, info: ModelInfo, timeout: float | None) -> np.ndarray:
+    def _send(self, batch: np.ndarray, info: ModelInfo, timeout: float | None,
+              headers: dict[str, str] | None = None) -> Embeddings:
         """Blocking: split into requests of at most max_batch_size, each retried on its own."""
         version = self._version_for(info)
+        embedding = self.embedding_step(info)
         step = max(1, min(self.batch_size or info.max_batch_size, info.max_batch_size))
-        parts = []
+        answers = []
         for start in range(0, len(batch), step):
             part = batch[start:start + step]
-            parts.append(self._retrying(lambda part=part: self._transport.infer(
+            answers.append(self._labelled(self._retrying(lambda part=part: self._transport.infer(
                 info.name, version, info.input_name, info.input_datatype, part, info.output_name,
-                timeout)))
-        return np.concatenate(parts, axis=0)
+                timeout, headers)), embedding))
+        return _joined(answers, info)
 
     def _finish(self, rows: np.ndarray) -> np.ndarray:
         return l2_normalize(rows) if self.normalize else rows
 
     # -- embeddings -------------------------------------------------------------------------------
-    def embed(self, image: ImageInput, *, timeout: float | None = None) -> np.ndarray:
-        """One image -> float32 vector of the model's output size."""
-        return self.embed_batch([image], timeout=timeout)[0]
+    def embed(self, image: ImageInput, *, timeout: float | None = None,
+              traceparent: str | None = None) -> np.ndarray:
+        """One image -> float32 vector of the model's output size.
+
+        `traceparent` (W3C trace context, see `client.tracing`) goes with every request of the
+        call, so Triton's OpenTelemetry spans join the caller's trace (the same on every method).
+        """
+        return self.embed_batch([image], timeout=timeout, traceparent=traceparent)[0]
 
     def embed_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, traceparent: str | None = None) -> np.ndarray:
         """Images -> [n, D], row i for images[i]; any failure raises (the lowest index's error).
 
         A batch up to one request is preprocessed (in threads), then sent; a larger one goes
         through `embed_many`'s pipeline and stops starting new requests after a failure. Use
         `embed_many` to get the successful rows and the list of failures instead of an error.
         """
+        return self.infer_batch(images, timeout=timeout, progress=progress,
+                                traceparent=traceparent).vectors
+
+    def infer_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
+                    progress: bool = False, traceparent: str | None = None) -> Embeddings:
+        """Like `embed_batch`, with the name and version of the embedding model that answered.
+
+        For the uint8 ensemble the name and version are the embedding model's (the ensemble's
+        composing model), not the ensemble's; see `embedding_step` for how exact that is.
+        """
         if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__"):
             raise TypeError("embed_batch takes a sequence of images; use embed() for one image")
+        headers = trace_headers(traceparent)
         info = self.info
         if len(images) == 0:
-            return np.zeros((0, info.output_dim), np.float32)
+            step = self.embedding_step(info)
+            return Embeddings(np.zeros((0, info.output_dim), np.float32),
+                              step[0] if step else info.name, ())
         step = min(self.batch_size or info.max_batch_size, info.max_batch_size)
         if len(images) <= step or _gevent_patched():
-            return self._finish(self._send(self._prepare_all(images), info, self._timeout(timeout)))
-        result = self._many(images, timeout=timeout, progress=progress, fail_fast=True)
+            sent = self._send(self._prepare_all(images), info, self._timeout(timeout), headers)
+            return Embeddings(self._finish(sent.vectors), sent.model, sent.versions)
+        result = self._many(images, timeout=timeout, progress=progress, fail_fast=True,
+                            headers=headers)
         result.raise_for_failures()
-        return result.embeddings
+        return Embeddings(result.embeddings, result.model, tuple(result.versions))
 
     def embed_many(self, images: Iterable[ImageInput], *, batch_size: int | None = None,
                    max_in_flight: int | None = None, timeout: float | None = None,
-                   progress: bool = False) -> EmbedResult:
+                   progress: bool = False, traceparent: str | None = None) -> EmbedResult:
         """Many images, pipelined; never raises for a single item.
 
         Returns an `EmbedResult`: `embeddings[i]` belongs to input i, `failures` lists each input
@@ -455,13 +523,15 @@ class EmbeddingClient(ClientOptions):
         Errors that concern the whole call (server unreachable when the model contract is first
         fetched, a closed client) still raise.
         """
+        headers = trace_headers(traceparent)
         return self._many(list(images) if not isinstance(images, Sequence) else images,
                           batch_size=batch_size, max_in_flight=max_in_flight, timeout=timeout,
-                          progress=progress)
+                          progress=progress, headers=headers)
 
     def _many(self, items: Sequence[ImageInput], *, batch_size: int | None = None,
               max_in_flight: int | None = None, timeout: float | None = None,
-              progress: bool = False, fail_fast: bool = False) -> EmbedResult:
+              progress: bool = False, fail_fast: bool = False,
+              headers: dict[str, str] | None = None) -> EmbedResult:
         info = self.info
         size = max(1, min(batch_size or self.batch_size or info.max_batch_size, info.max_batch_size))
         in_flight = max(1, max_in_flight or self.max_in_flight)
@@ -469,10 +539,12 @@ class EmbeddingClient(ClientOptions):
         bar = _progress_bar(len(items), progress)
         try:
             if _gevent_patched():
-                result = self._many_blocking(items, info, size, call_timeout, bar, fail_fast)
+                result = self._many_blocking(items, info, size, call_timeout, bar, fail_fast,
+                                             headers)
             else:
                 result = self._event_loop().run(pipeline.run(
-                    items, prepare=self._prepare, send=self._async_sender(info, call_timeout),
+                    items, prepare=self._prepare,
+                    send=self._async_sender(info, call_timeout, headers, self.embedding_step(info)),
                     output_dim=info.output_dim, batch_size=size, max_in_flight=in_flight,
                     executor=self._executor(), on_progress=bar.update if bar else None,
                     fail_fast=fail_fast))
@@ -483,23 +555,27 @@ class EmbeddingClient(ClientOptions):
             result.embeddings = l2_normalize(result.embeddings)
         return result
 
-    def _async_sender(self, info: ModelInfo,
-                      timeout: float | None) -> Callable[[np.ndarray], Coroutine[Any, Any, np.ndarray]]:
+    def _async_sender(self, info: ModelInfo, timeout: float | None,
+                      headers: dict[str, str] | None, embedding: tuple[str, str] | None,
+                      ) -> Callable[[np.ndarray], Coroutine[Any, Any, Answer]]:
         loop = self._event_loop()
         version = self._version_for(info)
 
-        async def send(batch: np.ndarray) -> np.ndarray:
+        async def send(batch: np.ndarray) -> Answer:
             transport = await loop.transport()
-            return await acall_with_retry(lambda: transport.infer(
+            return self._labelled(await acall_with_retry(lambda: transport.infer(
                 info.name, version, info.input_name, info.input_datatype, batch, info.output_name,
-                timeout), self.retry)
+                timeout, headers), self.retry), embedding)
 
         return send
 
     def _many_blocking(self, items: Sequence[ImageInput], info: ModelInfo, size: int,
-                       timeout: float | None, bar: Any, fail_fast: bool) -> EmbedResult:
+                       timeout: float | None, bar: Any, fail_fast: bool,
+                       headers: dict[str, str] | None) -> EmbedResult:
         """The pipeline's contract without threads or event loops (gevent-patched processes)."""
         out = np.full((len(items), info.output_dim), np.nan, dtype=np.float32)
+        versions = [""] * len(items)
+        models: dict[str, None] = {}
         failures: list[ItemFailure] = []
         for start in range(0, len(items), size):
             if fail_fast and failures:
@@ -517,19 +593,26 @@ class EmbeddingClient(ClientOptions):
                                                 exc.at(i, preprocess.describe(items[i]))))
             if arrays:
                 try:
-                    out[good] = self._send(np.stack(arrays), info, timeout)
+                    sent = self._send(np.stack(arrays), info, timeout, headers)
                 except EmbeddingError as exc:
                     failures.extend(ItemFailure(i, preprocess.describe(items[i]), exc) for i in good)
+                else:
+                    out[good] = sent.vectors
+                    models.setdefault(sent.model, None)
+                    for i, v in zip(good, sent.versions, strict=True):
+                        versions[i] = v
             if bar is not None:
                 bar.update(min(start + size, len(items)) - start)
-        return EmbedResult(out, failures)
+        return EmbedResult(out, failures, versions, ",".join(models))
 
-    def embed_arrays(self, batch: np.ndarray, *, timeout: float | None = None) -> np.ndarray:
+    def embed_arrays(self, batch: np.ndarray, *, timeout: float | None = None,
+                     traceparent: str | None = None) -> np.ndarray:
         """Already preprocessed images [n, H, W, 3] -> [n, D].
 
         float32 in [0, 1] goes to the float model as is; uint8 pixels go through this client's
         transport (the ensemble for uint8, converted to float here for float32).
         """
+        headers = trace_headers(traceparent)
         batch = np.asarray(batch)
         info = self.info if batch.dtype == np.uint8 else self.float_info
         if batch.ndim != 4 or tuple(batch.shape[1:]) != info.input_shape:
@@ -541,7 +624,7 @@ class EmbeddingClient(ClientOptions):
                                      else np.float32)
         if len(batch) == 0:
             return np.zeros((0, info.output_dim), np.float32)
-        return self._finish(self._send(batch, info, self._timeout(timeout)))
+        return self._finish(self._send(batch, info, self._timeout(timeout), headers).vectors)
 
     # -- statistics -------------------------------------------------------------------------------
     def statistics(self, model: str | None = None) -> ModelStats:
@@ -568,6 +651,15 @@ class EmbeddingClient(ClientOptions):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _joined(answers: Sequence[Answer], info: ModelInfo) -> Embeddings:
+    """The answers of one call's requests as one `Embeddings` (versions per row)."""
+    if not answers:
+        return Embeddings(np.zeros((0, info.output_dim), np.float32), info.name, ())
+    versions = tuple(a.version for a in answers for _ in range(len(a.rows)))
+    return Embeddings(np.concatenate([a.rows for a in answers], axis=0), answers[0].model,
+                      versions)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -28,6 +28,8 @@ class ModelInfo:
     output_dim: int
     max_batch_size: int
     platform: str = ""
+    #: For an ensemble: its steps as (model name, version) in order; "-1" means "latest ready".
+    steps: tuple[tuple[str, str], ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -43,6 +45,12 @@ class ModelInfo:
         """Input tensor bytes of one image (the payload a request carries per image)."""
         itemsize = {"FP32": 4, "UINT8": 1}.get(self.input_datatype, 4)
         return self.height * self.width * self.channels * itemsize
+
+    def embedding_step(self, model: str) -> tuple[str, str] | None:
+        """For an ensemble, the step that runs `model` (else the last step); None for a model."""
+        if not self.steps:
+            return None
+        return next((step for step in self.steps if step[0] == model), self.steps[-1])
 
     @classmethod
     def from_server(cls, metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
@@ -67,8 +75,18 @@ class ModelInfo:
             raise ModelNotReadyError(
                 f"model {metadata.get('name')!r} takes {inp['datatype']}; the client sends "
                 f"{' or '.join(SUPPORTED_INPUT_TYPES)}")
-        versions = metadata.get("versions") or [""]
-        return cls(name=metadata["name"], version=str(versions[-1]), input_name=inp["name"],
+        steps = tuple((str(step.get("model_name", "")), str(int(step.get("model_version", -1))))
+                      for step in cfg.get("ensemble_scheduling", {}).get("step", []))
+        return cls(name=metadata["name"], version=latest_version(metadata), input_name=inp["name"],
                    input_datatype=inp["datatype"], height=in_shape[0], width=in_shape[1],
                    channels=in_shape[2], output_name=out["name"], output_dim=out_shape[0],
-                   max_batch_size=max(max_batch, 1), platform=str(metadata.get("platform", "")))
+                   max_batch_size=max(max_batch, 1), platform=str(metadata.get("platform", "")),
+                   steps=steps)
+
+
+def latest_version(metadata: dict[str, Any]) -> str:
+    """The highest version the metadata lists as available ("" when it lists none)."""
+    versions = [str(v) for v in metadata.get("versions") or []]
+    if not versions:
+        return ""
+    return max(versions, key=lambda v: (int(v) if v.isdigit() else -1, v))

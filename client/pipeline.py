@@ -23,6 +23,7 @@ import numpy as np
 
 from client.errors import EmbeddingError, InferenceError, InvalidImageError
 from client.preprocess import describe
+from client.transport import Answer
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,39 @@ class ItemFailure:
         return type(self.error).__name__
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors and the embedding model that produced them: its name and version.
+
+    `versions[i]` is the version that produced row i. `version` is that version when every row has
+    the same (the usual case); rows of one call can differ only when a call of several requests
+    overlaps a version rollout, and then `version` lists them, comma-separated, in row order.
+    """
+
+    vectors: np.ndarray
+    model: str
+    versions: tuple[str, ...]
+
+    @property
+    def version(self) -> str:
+        return ",".join(dict.fromkeys(self.versions))
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
 @dataclass
 class EmbedResult:
-    """Row i of `embeddings` belongs to input i; rows of failed inputs are NaN (see `failures`)."""
+    """Row i of `embeddings` belongs to input i; rows of failed inputs are NaN (see `failures`).
+
+    `model` is the embedding model that produced the rows and `versions[i]` the version of it that
+    produced row i ("" for a failed row).
+    """
 
     embeddings: np.ndarray
     failures: list[ItemFailure] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    model: str = ""
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -74,13 +102,14 @@ ProgressCallback = Callable[[int], None]
 
 
 async def run(items: Sequence[Any], *, prepare: Callable[[Any], np.ndarray],
-              send: Callable[[np.ndarray], Awaitable[np.ndarray]], output_dim: int,
+              send: Callable[[np.ndarray], Awaitable[Answer]], output_dim: int,
               batch_size: int, max_in_flight: int, executor: Executor | None,
               on_progress: ProgressCallback | None = None, fail_fast: bool = False) -> EmbedResult:
     """Embed `items` in order; see the module docstring for the guarantees.
 
     `prepare(item)` runs in `executor` and returns one model input (raises InvalidImageError for
-    bad input); `send(batch)` returns the rows for a stacked batch (retries are its business).
+    bad input); `send(batch)` returns the `Answer` for a stacked batch: its rows and the embedding
+    model and version that made them (retries are its business).
     With `fail_fast`, no new chunk starts after a failure (the items never started are reported as
     failed too, so the result still accounts for every index).
     """
@@ -88,6 +117,8 @@ async def run(items: Sequence[Any], *, prepare: Callable[[Any], np.ndarray],
         raise ValueError("batch_size and max_in_flight must be at least 1")
     n = len(items)
     out = np.full((n, output_dim), np.nan, dtype=np.float32)
+    versions = [""] * n
+    models: dict[str, None] = {}
     failures: list[ItemFailure] = []
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max_in_flight)
@@ -118,7 +149,7 @@ async def run(items: Sequence[Any], *, prepare: Callable[[Any], np.ndarray],
                     arrays.append(value)
             if arrays:
                 try:
-                    rows = await send(np.stack(arrays))
+                    answer = await send(np.stack(arrays))
                 except EmbeddingError as error:
                     for i in good:
                         failures.append(ItemFailure(i, describe(items[i]), error))
@@ -127,7 +158,10 @@ async def run(items: Sequence[Any], *, prepare: Callable[[Any], np.ndarray],
                     for i in good:
                         failures.append(ItemFailure(i, describe(items[i]), wrapped))
                 else:
-                    out[good] = rows
+                    out[good] = answer.rows
+                    models.setdefault(answer.model, None)
+                    for i in good:
+                        versions[i] = answer.version
             if on_progress is not None:
                 on_progress(stop - start)
         finally:
@@ -149,4 +183,4 @@ async def run(items: Sequence[Any], *, prepare: Callable[[Any], np.ndarray],
         for task in tasks:
             task.cancel()
     failures.sort(key=lambda f: f.index)
-    return EmbedResult(out, failures)
+    return EmbedResult(out, failures, versions, ",".join(models))

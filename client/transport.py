@@ -190,7 +190,8 @@ class SyncTransport:
         raise NotImplementedError
 
     def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None) -> np.ndarray:
+              output_name: str, timeout: float | None,
+              headers: Mapping[str, str] | None = None) -> Answer:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -211,9 +212,10 @@ class GrpcTransport(SyncTransport):
             private_key=conn.private_key, certificate_chain=conn.certificate_chain,
             channel_args=grpc_channel_args(conn))
 
-    def _call(self, model: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, model: str, fn: Callable[..., Any], *args: Any,
+              extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         try:
-            return fn(*args, headers=self._headers, **kwargs)
+            return fn(*args, headers=_with(self._headers, extra_headers), **kwargs)
         except Exception as exc:
             raise translate(exc, model, self.conn.url) from exc
 
@@ -240,12 +242,13 @@ class GrpcTransport(SyncTransport):
                           client_timeout=timeout)
 
     def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None) -> np.ndarray:
+              output_name: str, timeout: float | None,
+              headers: Mapping[str, str] | None = None) -> Answer:
         inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
         inp.set_data_from_numpy(batch)
         out = self._mod.InferRequestedOutput(output_name)
         result = self._call(model, self._client.infer, model, [inp], model_version=version,
-                            outputs=[out], client_timeout=timeout)
+                            outputs=[out], client_timeout=timeout, extra_headers=headers)
         return _output(result, output_name, len(batch))
 
     def close(self) -> None:
@@ -254,13 +257,34 @@ class GrpcTransport(SyncTransport):
             client.close()
 
 
-def _output(result: Any, output_name: str, rows: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Answer:
+    """The rows of one inference response, and the model name and version the response names."""
+
+    rows: np.ndarray
+    model: str
+    version: str
+
+
+def _output(result: Any, output_name: str, rows: int) -> Answer:
     array = result.as_numpy(output_name)
     if array is None:
         raise InferenceError(f"response has no output {output_name!r}")
     if array.shape[0] != rows:
         raise InferenceError(f"server returned {array.shape[0]} rows for {rows} inputs")
-    return array.astype(np.float32, copy=False)
+    response = result.get_response()
+    if isinstance(response, dict):  # HTTP: the JSON header of the response
+        model, version = response.get("model_name", ""), response.get("model_version", "")
+    else:  # gRPC: ModelInferResponse
+        model, version = response.model_name, response.model_version
+    return Answer(array.astype(np.float32, copy=False), str(model), str(version))
+
+
+def _with(headers: dict[str, str] | None, extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The connection's headers plus a call's own (e.g. `traceparent`)."""
+    if not extra:
+        return headers
+    return {**(headers or {}), **extra}
 
 
 def _import_http(asyncio_variant: bool = False) -> Any:
@@ -322,15 +346,17 @@ class HttpTransport(SyncTransport):
                 self._clients.append(client)
         return client
 
-    def _call(self, model: str, timeout: float | None, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, model: str, timeout: float | None, name: str, *args: Any,
+              extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         import gevent
 
+        headers = _with(self._headers, extra_headers)
         try:
             fn = getattr(self._client(), name)
             if timeout is None:
-                return fn(*args, headers=self._headers, **kwargs)
+                return fn(*args, headers=headers, **kwargs)
             with gevent.Timeout(timeout, TimeoutError(f"no answer within {timeout:g} s")):
-                return fn(*args, headers=self._headers, **kwargs)
+                return fn(*args, headers=headers, **kwargs)
         except Exception as exc:
             if not isinstance(exc, InferenceServerException):
                 self._reset()  # the connection may be half-used: start the next call afresh
@@ -367,12 +393,13 @@ class HttpTransport(SyncTransport):
         return self._call(model, timeout, "get_inference_statistics", model)
 
     def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None) -> np.ndarray:
+              output_name: str, timeout: float | None,
+              headers: Mapping[str, str] | None = None) -> Answer:
         inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
         inp.set_data_from_numpy(batch, binary_data=True)
         out = self._mod.InferRequestedOutput(output_name, binary_data=True)
         result = self._call(model, timeout, "infer", model, [inp], model_version=version,
-                            outputs=[out])
+                            outputs=[out], extra_headers=headers)
         return _output(result, output_name, len(batch))
 
     def close(self) -> None:
@@ -415,7 +442,8 @@ class AsyncTransport:
         raise NotImplementedError
 
     async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None) -> np.ndarray:
+                    batch: np.ndarray, output_name: str, timeout: float | None,
+                    headers: Mapping[str, str] | None = None) -> Answer:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -437,9 +465,10 @@ class AsyncGrpcTransport(AsyncTransport):
             private_key=conn.private_key, certificate_chain=conn.certificate_chain,
             channel_args=grpc_channel_args(conn))
 
-    async def _call(self, model: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, model: str, fn: Callable[..., Any], *args: Any,
+                    extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         try:
-            return await fn(*args, headers=self._headers, **kwargs)
+            return await fn(*args, headers=_with(self._headers, extra_headers), **kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -464,12 +493,13 @@ class AsyncGrpcTransport(AsyncTransport):
                                 as_json=True, client_timeout=timeout)
 
     async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None) -> np.ndarray:
+                    batch: np.ndarray, output_name: str, timeout: float | None,
+                    headers: Mapping[str, str] | None = None) -> Answer:
         inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
         inp.set_data_from_numpy(batch)
         out = self._mod.InferRequestedOutput(output_name)
         result = await self._call(model, self._client.infer, model, [inp], model_version=version,
-                                  outputs=[out], client_timeout=timeout)
+                                  outputs=[out], client_timeout=timeout, extra_headers=headers)
         return _output(result, output_name, len(batch))
 
     async def close(self) -> None:
@@ -501,9 +531,10 @@ class AsyncHttpTransport(AsyncTransport):
                                                  ssl=conn.ssl, ssl_context=ssl_context)
 
     async def _call(self, model: str, timeout: float | None, fn: Callable[..., Any], *args: Any,
-                    **kwargs: Any) -> Any:
+                    extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         try:
-            return await asyncio.wait_for(fn(*args, headers=self._headers, **kwargs), timeout)
+            return await asyncio.wait_for(
+                fn(*args, headers=_with(self._headers, extra_headers), **kwargs), timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -525,12 +556,13 @@ class AsyncHttpTransport(AsyncTransport):
         return await self._call(model, timeout, self._client.get_model_config, model, version)
 
     async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None) -> np.ndarray:
+                    batch: np.ndarray, output_name: str, timeout: float | None,
+                    headers: Mapping[str, str] | None = None) -> Answer:
         inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
         inp.set_data_from_numpy(batch, binary_data=True)
         out = self._mod.InferRequestedOutput(output_name, binary_data=True)
         result = await self._call(model, timeout, self._client.infer, model, [inp],
-                                  model_version=version, outputs=[out])
+                                  model_version=version, outputs=[out], extra_headers=headers)
         return _output(result, output_name, len(batch))
 
     async def close(self) -> None:
