@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize export-onnx serve-onnx lint clean
+.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize export-onnx serve-onnx lint clean bench-metrics
 
 venv: $(STAMP)
 
@@ -77,6 +77,10 @@ bench-twin: venv
 # CPU: TensorFlow vs onnxruntime (batch 1, 8) and conversion time on the faithful twin.
 bench-optimize: venv
 	$(PY) bench/optimize_bench.py --source twin:pnasnet_large
+
+# Triton's latency summaries (summary_latencies=true): req/s and p95 with and without, same load.
+bench-metrics: venv
+	$(PY) -m bench.metrics_cost_bench
 
 lint: venv
 	$(VENV)/bin/ruff check .

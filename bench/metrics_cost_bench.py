@@ -8,8 +8,8 @@ Triton's `--metrics-config summary_latencies=true` adds `nv_inference_*_summary_
 feature experimental and reports a throughput loss with it on recent releases. This runs the
 project's own load test (`python -m loadtest`) against a fresh local server per run, alternating
 the two settings (off/on, then on/off, ...) so drift on a shared machine hits both alike, and
-prints each round's ratio on/off and their median. Wrap it in `flock /tmp/bench.lock` when other
-benchmarks may run (`make bench-metrics` does).
+prints each round's ratio on/off and their median (`make bench-metrics`). On a shared machine,
+serialise benchmarks (e.g. `flock /tmp/bench.lock make bench-metrics`).
 """
 
 from __future__ import annotations

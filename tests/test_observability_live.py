@@ -1,12 +1,12 @@
 """Every PromQL expression the project ships, evaluated by a real Prometheus on live Triton metrics.
 
-A local tritonserver (tiny twin, latency summaries on, as the deployment runs it) is scraped every
-second by a real Prometheus that loads the shipped rules. The project's load test drives a short
-load; Triton's statistics API is read before and after it. Then every expression is read from the
-shipped files and evaluated: the prometheus-adapter rule (template filled the way the adapter
-fills it), every recording and alerting rule of k8s/base/prometheusrule.yaml, every query of the
-Grafana dashboard (variables substituted), and compared with what Triton's statistics say for the
-same window.
+A local tritonserver (tiny twin, with the Deployment's --metrics-config flags: latency summaries
+on) is scraped every second by a real Prometheus that loads the shipped rules. The project's load
+test drives a short load; Triton's statistics API is read before and after it. Then every
+expression is read from the shipped files and evaluated: the prometheus-adapter rule (template
+filled the way the adapter fills it), every recording and alerting rule of
+k8s/base/prometheusrule.yaml, every query of the Grafana dashboard (variables substituted), and
+compared with what Triton's statistics say for the same window.
 
 Labels like `namespace` and `pod` exist only in Kubernetes; the scrape here attaches them as target
 labels (as the PodMonitor does), so the expressions run unchanged. Expressions on cAdvisor,
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from k8s_tools import K8S, rendered
 from monitoring_tools import (
     LocalPrometheus,
     adapter_rules,
@@ -199,11 +200,20 @@ def slo_rules(path: Path) -> Path:
     return write_rule_file(path, groups)
 
 
+def deployment_metrics_flags() -> list[str]:
+    """The Deployment's --metrics-config flags: the local server exports what the pods export."""
+    deployment = next(d for d in rendered(K8S / "overlays" / "gpu") if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith("--metrics-config")]
+
+
 @pytest.fixture(scope="module")
 def live(exported_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     work = tmp_path_factory.mktemp("observability")
+    flags = deployment_metrics_flags()
+    assert "--metrics-config=summary_latencies=true" in flags  # the quantile panels need them
     server = LocalTritonServer(exported_repo, ports=Ports.free(), work_dir=work / "triton",
-                               extra_args=["--metrics-config=summary_latencies=true"])
+                               extra_args=flags)
     (work / "prometheus").mkdir()
     (work / "prometheus-slo").mkdir()
     with server:
