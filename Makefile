@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 -include k8s/tools.mk
+-include k8s/monitoring-tools.mk
 
 demo: venv
 	$(PY) -m demo --repository $(REPO) --model $(MODEL)
