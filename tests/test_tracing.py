@@ -61,13 +61,18 @@ class Collector:
     def __init__(self) -> None:
         self.exports: list[ExportTraceServiceRequest] = []
         self.content_types: set[str] = set()
+        self.log: list[str] = []  # one line per POST: when, what, how big (for failure messages)
         lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like the OpenTelemetry Collector
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 kind = self.headers.get("Content-Type", "")
+                outer.log.append(f"{time.monotonic():.1f} {self.path} {kind} {len(body)} B "
+                                 f"{dict(self.headers)}")
                 if self.path != "/v1/traces":
                     self.send_error(404)
                     return
@@ -103,15 +108,36 @@ class Collector:
                     found += [(attrs, span) for span in scope.spans]
         return found
 
-    def spans_of(self, trace_id: str, timeout: float = 20.0) -> list[tuple[dict[str, str], Any]]:
+    def spans_of(self, trace_id: str, timeout: float = 60.0) -> list[tuple[dict[str, str], Any]]:
+        """The spans of one trace, once its top span (which ends last) has arrived."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = [(a, s) for a, s in self.spans() if s.trace_id.hex() == trace_id]
-            if found:
-                time.sleep(0.5)  # the rest of the trace's spans, exported in the same batch or next
-                return [(a, s) for a, s in self.spans() if s.trace_id.hex() == trace_id]
+            if any(s.name == "InferRequest" for _, s in found):
+                return found
             time.sleep(0.1)
-        return []
+        print(f"trace {trace_id} incomplete after {timeout:.0f} s; {len(self.exports)} exports:\n"
+              + "\n".join(self.log[-10:]))
+        return [(a, s) for a, s in self.spans() if s.trace_id.hex() == trace_id]
+
+
+def traced_call(collector: Collector, call: Any, sampled: bool = True,
+                attempts: int = 5) -> tuple[str, list[tuple[dict[str, str], Any]], list[str]]:
+    """Run `call(traceparent)` until Triton's spans for it arrive complete.
+
+    Triton 2.51 exports most traces, not all: here about 1 in 20 traced requests never reached the
+    receiver (with or without keep-alive; the rest arrived within a second). Tracing is sampling,
+    not an audit log, so a lost trace is retried with a fresh context, and the losses are returned.
+    """
+    sent = []
+    for _ in range(attempts):
+        parent = new_traceparent(sampled=sampled)
+        sent.append(parent)
+        call(parent)
+        spans = collector.spans_of(parent.split("-")[1], timeout=10)
+        if any(s.name == "InferRequest" for _, s in spans):
+            return parent, spans, sent
+    pytest.fail(f"none of {attempts} traced requests reached the collector: {sent}")
 
 
 def write_overlay(directory: Path, collector_url: str) -> Path:
@@ -225,13 +251,12 @@ def test_a_request_with_a_traceparent_continues_the_callers_trace(
         traced_server: LocalTritonServer, collector: Collector, protocol: str,
         sample_images: list[Path]) -> None:
     url = traced_server.grpc_url if protocol == "grpc" else traced_server.http_url
-    parent = new_traceparent()
-    _, trace_id, parent_span, _ = parent.split("-")
+    vectors = []
     with EmbeddingClient(url, protocol=protocol) as client:
-        vector = client.embed(sample_images[0], traceparent=parent)
-    assert vector.ndim == 1 and vector.size > 0
-    spans = collector.spans_of(trace_id)
-    assert spans, f"no span of trace {trace_id} reached the collector"
+        parent, spans, sent = traced_call(
+            collector, lambda tp: vectors.append(client.embed(sample_images[0], traceparent=tp)))
+    _, trace_id, parent_span, _ = parent.split("-")
+    assert all(v.ndim == 1 and v.size > 0 for v in vectors)
     by_name = {s.name: s for _, s in spans}
     assert {"InferRequest", "pnasnet_large", "compute"} <= set(by_name), sorted(by_name)
     # Triton's top span is a child of the caller's span; the model and compute spans nest under it.
@@ -243,7 +268,8 @@ def test_a_request_with_a_traceparent_continues_the_callers_trace(
     resource = spans[0][0]
     assert resource["service.name"] == "pnasnet-triton"
     assert resource["k8s.pod.name"] == POD and resource["k8s.namespace.name"] == "pnasnet"
-    print(f"\nTriton exported {len(spans)} spans of trace {trace_id} as {sorted(collector.content_types)}")
+    print(f"\nTriton exported {len(spans)} spans of trace {trace_id} as {sorted(collector.content_types)}"
+          f" ({len(sent) - 1} traced requests lost before it)")
 
 
 def test_requests_without_a_traceparent_are_not_traced(traced_server: LocalTritonServer,
@@ -252,17 +278,14 @@ def test_requests_without_a_traceparent_are_not_traced(traced_server: LocalTrito
     """rate=0: Triton samples nothing on its own. Untraced requests go first; once the traced
     request after them has been exported, no span of any other trace has arrived."""
     before = {s.trace_id.hex() for _, s in collector.spans()}
-    marker = new_traceparent()
     with EmbeddingClient(traced_server.grpc_url) as client:
         for image in sample_images[:3]:
             client.embed(image)
         client.embed_batch(sample_images[:2])
-        client.embed(sample_images[0], traceparent=marker)
-    marker_trace = marker.split("-")[1]
-    assert collector.spans_of(marker_trace)
-    time.sleep(1.0)  # two more export periods
+        _, _, markers = traced_call(collector, lambda tp: client.embed(sample_images[0], traceparent=tp))
+    time.sleep(1.0)  # five more export periods
     after = {s.trace_id.hex() for _, s in collector.spans()}
-    assert after - before == {marker_trace}
+    assert after - before <= {m.split("-")[1] for m in markers}, "a span of an untraced request"
 
 
 def test_an_unsampled_traceparent_is_still_traced(traced_server: LocalTritonServer,
@@ -270,8 +293,7 @@ def test_an_unsampled_traceparent_is_still_traced(traced_server: LocalTritonServ
                                                   sample_images: list[Path]) -> None:
     """Triton 2.51 traces every request that carries a context, whatever its sampled flag
     (k8s/README.md says so: sample in the application by sending the header or not)."""
-    parent = new_traceparent(sampled=False)
-    assert parent.endswith("-00")
     with EmbeddingClient(traced_server.grpc_url) as client:
-        client.embed(sample_images[0], traceparent=parent)
-    assert collector.spans_of(parent.split("-")[1])
+        parent, spans, _ = traced_call(
+            collector, lambda tp: client.embed(sample_images[0], traceparent=tp), sampled=False)
+    assert parent.endswith("-00") and spans
