@@ -166,10 +166,11 @@ def test_crd_validation_rejects_broken_monitors(rendered: dict[str, Path], tmp_p
 def test_crd_validation_rejects_a_broken_prometheus_rule(rendered: dict[str, Path],
                                                           tmp_path: Path) -> None:
     rule = find(documents(rendered["gpu"].read_text()), "PrometheusRule")
+    alert = next(i for i, r in enumerate(rule["spec"]["groups"][0]["rules"]) if "alert" in r)
     typo = copy.deepcopy(rule)
-    typo["spec"]["groups"][1]["rules"][0]["labelz"] = {"severity": "critical"}
+    typo["spec"]["groups"][0]["rules"][alert]["labelz"] = {"severity": "critical"}
     wrong = copy.deepcopy(rule)
-    wrong["spec"]["groups"][1]["rules"][0]["for"] = "five minutes"  # not a Prometheus duration
+    wrong["spec"]["groups"][0]["rules"][alert]["for"] = "five minutes"  # not a Prometheus duration
     del wrong["spec"]["groups"][0]["name"]
     files = []
     for label, doc in (("typo", typo), ("wrong", wrong)):
@@ -179,8 +180,8 @@ def test_crd_validation_rejects_a_broken_prometheus_rule(rendered: dict[str, Pat
     code, results = validate_crds(files)
     assert code == 1
     errors = {Path(r["file"]).stem: r["errors"] for r in results}
-    assert errors["typo"] == ["spec.groups[1].rules[0].labelz: field not defined by the CRD"]
-    assert any(e.startswith("spec.groups.1.rules.0.for:") for e in errors["wrong"]), errors["wrong"]
+    assert errors["typo"] == [f"spec.groups[0].rules[{alert}].labelz: field not defined by the CRD"]
+    assert any(e.startswith(f"spec.groups.0.rules.{alert}.for:") for e in errors["wrong"]), errors["wrong"]
     assert any(e.startswith("spec.groups.0.name:") for e in errors["wrong"]), errors["wrong"]
 
 
