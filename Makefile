@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer export-onnx serve-onnx lint clean
+.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer bench-metrics export-onnx serve-onnx lint clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 -include k8s/tools.mk
+-include k8s/monitoring-tools.mk
 
 demo: venv
 	$(PY) -m demo --repository $(REPO) --model $(MODEL)
@@ -114,6 +115,10 @@ $(PERF_ANALYZER): | venv
 LOADGEN_ARGS ?=
 bench-loadgen: venv $(PERF_ANALYZER)
 	$(PY) -m bench.loadgen_bench --concurrency 8,32 $(LOADGEN_ARGS)
+
+# Triton's latency summaries (summary_latencies=true): req/s and p95 with and without, same load.
+bench-metrics: venv
+	$(PY) -m bench.metrics_cost_bench
 
 lint: venv
 	$(VENV)/bin/ruff check .
