@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize export-onnx serve-onnx lint clean
+.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-cpu export-onnx serve-onnx serve-tf lint clean
 
 venv: $(STAMP)
 
@@ -77,6 +77,16 @@ bench-twin: venv
 # CPU: TensorFlow vs onnxruntime (batch 1, 8) and conversion time on the faithful twin.
 bench-optimize: venv
 	$(PY) bench/optimize_bench.py --source twin:pnasnet_large
+
+# CPU serving: TensorFlow vs OpenVINO f32/bf16 vs onnxruntime in process (batch 1, 8), then the local
+# Triton end to end on the TensorFlow and OpenVINO configs with the load test (faithful twin).
+bench-cpu: venv
+	$(PY) bench/optimize_bench.py --source twin:pnasnet_large --json reports/bench-cpu.json
+
+# The local server on TensorFlow instead of the default OpenVINO IR.
+serve-tf: venv
+	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
+	$(PY) -m serve --repository $(REPO) --config-name local_tf
 
 lint: venv
 	$(VENV)/bin/ruff check .

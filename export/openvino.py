@@ -103,8 +103,7 @@ def compile_ir(path: Path, precision: str | None = None, hint: str = "LATENCY"):
 def default_precision() -> str:
     """The inference precision OpenVINO picks on this CPU: bf16 with native bf16, else f32."""
     ov = _openvino()
-    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")).replace("bfloat16", "bf16") \
-        .replace("float32", "f32")
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
 
 
 def check_contract(path: Path, iface: Interface) -> None:

@@ -63,7 +63,7 @@ class TritonPythonModel:
         (self.input_name,) = [i["name"] for i in config["input"]]
         (self.output_name,) = [o["name"] for o in config["output"]]
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         pb_utils.Logger.log_info(
             f"loaded {path} with OpenVINO {ov.__version__} ({self.input_name} -> {self.output_name}); "
             f"inference precision {self.precision}, {ov_config}")
