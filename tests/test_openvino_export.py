@@ -132,3 +132,16 @@ def test_f32_precision_reproduces_tensorflow_in_the_compiled_model(exported_repo
     assert default == ov_path.default_precision() in ("bf16", "f32", "f16")
     x = np.random.RandomState(0).rand(3, 331, 331, 3).astype(np.float32)
     assert ov_path.compile_ir(ir, "f32")(x)[0].shape == (3, 4320)
+
+
+def test_reduced_pnasnet_twin_ir_keeps_parity(tmp_path: Path) -> None:
+    """Real PNASNet-5 cells (separable 3x3/5x5/7x7, stride-2 reductions, factorized reductions, batch
+    norm) through the OpenVINO converter: f32 and bf16 parity on the sample photos at export."""
+    from export.pipeline import export_model
+
+    result = export_model("twin:pnasnet_reduced", tmp_path, MODEL)
+    f32, bf16 = result.openvino["parity"]["f32"], result.openvino["parity"]["bf16"]
+    assert f32["max_abs_diff"] <= ov_path.F32_RTOL * f32["max_abs_reference"]
+    assert bf16["min_cosine"] >= ov_path.BF16_MIN_COSINE
+    assert bf16["max_abs_diff"] > f32["max_abs_diff"]
+    ov_path.check_contract(result.path / "model.xml", IFACE)

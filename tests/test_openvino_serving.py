@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,7 +128,10 @@ def test_concurrent_requests_of_mixed_sizes_each_get_their_own_rows(
         results = list(pool.map(run, range(len(jobs))))
     for start, size, got in results:
         _assert_rows(got, np.take(reference, range(start, start + size), axis=0, mode="wrap"))
-    delta = model_stats(url, MODEL) - before
+    deadline = time.monotonic() + 30  # statistics are recorded after the responses are sent
+    while (delta := model_stats(url, MODEL) - before).success_count < len(jobs):
+        assert time.monotonic() < deadline, delta
+        time.sleep(0.05)
     # No batcher: every request ran as its own execution, whatever its size.
     assert delta.success_count == len(jobs) == delta.execution_count
 
