@@ -143,15 +143,23 @@ def compare(precision: str, reference: np.ndarray, got: np.ndarray) -> Precision
                            float(np.max(np.abs(ref))), float(np.min(cos)))
 
 
-def parity(saved: Path, ir: Path, iface: Interface,
-           images: np.ndarray | None = None) -> dict[str, PrecisionParity]:
-    """TensorFlow (the SavedModel's signature) vs OpenVINO at f32 and bf16, image by image."""
+def parity(saved: Path, ir: Path, iface: Interface, images: np.ndarray | None = None,
+           tensorflow: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, PrecisionParity]:
+    """TensorFlow vs OpenVINO at f32 and bf16, image by image.
+
+    `tensorflow` computes the reference; by default the SavedModel's signature, loaded from `saved`
+    (export passes the model it just proved identical to that SavedModel, saving a reload).
+    """
     import tensorflow as tf
 
     images = parity_images(iface) if images is None else images
-    fn = tf.saved_model.load(str(saved)).signatures["serving_default"]
-    reference = np.concatenate([fn(**{iface.input_name: tf.constant(images[i:i + 1])})
-                                [iface.output_name].numpy() for i in range(len(images))])
+    if tensorflow is None:
+        fn = tf.saved_model.load(str(saved)).signatures["serving_default"]
+
+        def tensorflow(x: np.ndarray) -> np.ndarray:
+            return fn(**{iface.input_name: tf.constant(x)})[iface.output_name].numpy()
+
+    reference = np.concatenate([tensorflow(images[i:i + 1]) for i in range(len(images))])
     found = {}
     for precision in PRECISIONS:
         compiled = compile_ir(ir, precision)
@@ -171,8 +179,8 @@ def check(found: dict[str, PrecisionParity], rtol: float = F32_RTOL,
                             f"against TensorFlow (< {min_cosine})")
 
 
-def add_to_staging(staging: Path, iface: Interface,
-                   progress: Callable[[str], None] | None = None) -> dict:
+def add_to_staging(staging: Path, iface: Interface, progress: Callable[[str], None] | None = None,
+                   tensorflow: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Convert `staging/model.savedmodel`, check contract and parity, write the provenance record.
 
     Runs before the staging folder becomes a version, so a version never appears with an IR that
@@ -186,7 +194,7 @@ def add_to_staging(staging: Path, iface: Interface,
     ir = staging / IR_FILENAME
     check_contract(ir, iface)
     say(f"converted in {seconds:.1f} s; checking OpenVINO f32 and bf16 against TensorFlow")
-    found = parity(saved, ir, iface)
+    found = parity(saved, ir, iface, tensorflow=tensorflow)
     f32, bf16 = found["f32"], found["bf16"]
     say(f"OpenVINO f32: max abs diff {f32.relative:.2g} of max |output| (tolerance {F32_RTOL:g}); "
         f"bf16: min cosine {bf16.min_cosine:.6f} (>= {BF16_MIN_COSINE}) on {f32.images} images")
