@@ -15,9 +15,10 @@ One model folder serves every deployment; each variant is a config file chosen w
 Triton's OpenVINO backend and its batching trap (triton-inference-server/openvino_backend,
 src/openvino.cc): with `max_batch_size > 0` it fixes the model's batch at `max_batch_size`
 (`ov::set_batch`), so a partial batch fails unless `ENABLE_BATCH_PADDING=YES`, whose pad size is a
-member never reset between executions (wrong outputs under concurrency; the fix, PR #115, was
-closed unmerged). Its maintainers advise a dynamic batch dimension instead: `max_batch_size: 0`,
-dims `[-1, H, W, 3]`, no dynamic batcher, and several instances for concurrency. That is the shape
+member never reset between executions (full batches after partial ones then fail under
+concurrency; the fix, PR #115, was closed unmerged). Its maintainers advise a dynamic batch
+dimension instead: `max_batch_size: 0`, dims `[-1, H, W, 3]`, no dynamic batcher, and several
+instances for concurrency. That is the shape
 of `openvino_cpu.pbtxt` (and of `local_openvino.pbtxt`, which runs it through the local server).
 """
 
