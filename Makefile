@@ -81,7 +81,7 @@ bench-optimize: venv
 # CPU serving: TensorFlow vs OpenVINO f32/bf16 vs onnxruntime in process (batch 1, 8), then the local
 # Triton end to end on the TensorFlow and OpenVINO configs with the load test (faithful twin).
 bench-cpu: venv
-	$(PY) bench/optimize_bench.py --source twin:pnasnet_large --json reports/bench-cpu.json
+	$(PY) bench/optimize_bench.py --source twin:pnasnet_large --rounds 3 --json reports/bench-cpu.json
 
 # The local server on TensorFlow instead of the default OpenVINO IR.
 serve-tf: venv
