@@ -165,7 +165,20 @@ def test_float_is_the_deprecated_name_of_float32() -> None:
 
 
 def test_every_option_is_declared_once_and_reaches_locust(tmp_path: Path) -> None:
-    """The CLI, Locust's parser and the runner's command line all come from the one table."""
+    """The CLI, Locust's parser and the runner's command line all come from the one table.
+
+    Checked in a process of its own: importing Locust monkey-patches the standard library, which
+    must not happen inside the test session (its threads and imports would deadlock).
+    """
+    code = ("import pathlib, sys\n"
+            "from tests.test_loadtest_units import check_options_reach_locust\n"
+            "check_options_reach_locust(pathlib.Path(sys.argv[1]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def check_options_reach_locust(tmp_path: Path) -> None:
     from locust.argument_parser import get_parser
 
     run_flags = {a.dest for a in cli.build_parser()._actions}
