@@ -302,7 +302,7 @@ def test_bad_inputs_raise_invalid_image_error_with_a_reason(tmp_path: Path) -> N
 
 def test_the_pixel_limit_is_explicit_and_adjustable(base: Image.Image) -> None:
     data = encode(base, "PNG")  # 400 x 300 = 120,000 pixels
-    with pytest.raises(InvalidImageError, match="over the limit of 100000"):
+    with pytest.raises(InvalidImageError, match="over the limit of 100,000 pixels"):
         to_pixels(data, SIZE, max_pixels=100_000)
     assert to_pixels(data, SIZE, max_pixels=120_000).shape == (331, 331, 3)
     assert preprocess.MAX_PIXELS == 8192 * 8192
