@@ -146,11 +146,14 @@ def _pillow_limit(max_pixels: int) -> None:
 
 
 def _bomb(exc: Exception, max_pixels: int) -> InvalidImageError:
-    """Pillow's decompression bomb error, in our words (its cap was set lower than ours)."""
+    """Pillow's own decompression bomb error, in this client's words.
+
+    Pillow's cap is at least this client's limit (see `_pillow_limit`), so an image Pillow refuses
+    is over ours too.
+    """
     return InvalidImageError(
-        f"image is over Pillow's pixel limit PIL.Image.MAX_IMAGE_PIXELS = "
-        f"{Image.MAX_IMAGE_PIXELS:,} (this client's max_pixels is {max_pixels:,}; "
-        f"decompression bomb guard: {exc})")
+        f"image is over the limit of {max_pixels:,} pixels (decompression bomb guard; to accept "
+        f"it, raise max_pixels= or the CLI's --max-pixels; Pillow: {exc})")
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

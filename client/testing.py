@@ -78,8 +78,7 @@ class FakeTransport:
             self.models[name] = FakeModel(name, "UINT8", size, size, dim, max_batch_size, ["1"],
                                           steps=[(f"{name}_to_float", -1), (model, -1)])
         self.embedding_model = model
-        self.weights = np.random.default_rng(0).standard_normal(
-            (size * size * 3, dim)).astype(np.float32)
+        self.weights = self.weights_for(size * size * 3, dim)
         self.live_now = True
         self.calls: list[tuple[str, str]] = []  # (method, model)
         self.requests: list[InferRequest] = []
@@ -87,6 +86,12 @@ class FakeTransport:
         self._failures: dict[str, deque[BaseException]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.closed = False
+
+    @staticmethod
+    def weights_for(inputs: int, dim: int) -> np.ndarray:
+        """The fixed linear map of a model with `inputs` input values and `dim` outputs."""
+        return np.random.default_rng(inputs * 1000 + dim).standard_normal(
+            (inputs, dim)).astype(np.float32)
 
     # -- scripting --------------------------------------------------------------------------------
     def fail(self, method: str, *errors: BaseException) -> None:
@@ -162,7 +167,7 @@ class FakeTransport:
             self.counts[model.name] += len(batch)
         floats = batch.astype(np.float32) * np.float32(1 / 255) if model.datatype == "UINT8" \
             else batch
-        rows = floats.reshape(len(batch), -1) @ self.weights
+        rows = floats.reshape(len(batch), -1) @ self.weights_for(floats[0].size, model.dim)
         return Answer(rows.astype(np.float32), model.name, model.versions[-1])
 
     def close(self) -> None:

@@ -10,8 +10,6 @@ case per rule.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from dataclasses import dataclass
 
 from tritonclient.utils import InferenceServerException
@@ -103,7 +101,7 @@ EXCEPTION_RULES: tuple[ExceptionRule, ...] = (
     ExceptionRule(ServerUnavailableError, HTTP_AT_GRPC_PORT + " ({detail})",
                   names=frozenset({"HTTPParseError"}), phrases=("Expected HTTP/",)),
     ExceptionRule(RequestTimeoutError, "request to {url} timed out ({detail})",
-                  types=(asyncio.TimeoutError, TimeoutError, socket.timeout),
+                  types=(TimeoutError,),  # asyncio.TimeoutError and socket.timeout too
                   names=frozenset({"Timeout", "ServerTimeoutError"})),
     ExceptionRule(ServerUnavailableError, "server at {url} unreachable: {detail}",
                   types=(ConnectionError, OSError),
