@@ -209,13 +209,38 @@ class _Calls:
 
 
 class _AsyncCalls(_Calls):
+    """The asyncio clients: `client_timeout=` where tritonclient takes it (gRPC), else
+    `asyncio.wait_for` (HTTP)."""
+
     is_async = True
+    _client: Any
+    _takes_timeout = True
 
     def _then(self, value: Awaitable[Any], fn: Callable[[Any], T]) -> Awaitable[T]:
         async def after() -> T:
             return fn(await value)
 
         return after()
+
+    async def _call(self, model: str, timeout: float | None, method: str, *args: Any,
+                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise ClientClosedError("transport")
+        fn = getattr(self._client, method)
+        merged = _with(self.conn.headers, headers)
+        try:
+            if self._takes_timeout:
+                return await fn(*args, headers=merged, client_timeout=timeout, **kwargs)
+            return await asyncio.wait_for(fn(*args, headers=merged, **kwargs), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate(exc, model, self.conn.url) from exc
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
 
 def _grpc_client(module: Any, conn: Connection) -> Any:
@@ -262,24 +287,7 @@ class AsyncGrpcTransport(_AsyncCalls):
         import tritonclient.grpc.aio as grpcaio
 
         self.conn, self._mod = conn, grpcclient
-        self._client: Any = _grpc_client(grpcaio, conn)
-
-    async def _call(self, model: str, timeout: float | None, method: str, *args: Any,
-                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        if self._client is None:
-            raise ClientClosedError("transport")
-        try:
-            return await getattr(self._client, method)(
-                *args, headers=_with(self.conn.headers, headers), client_timeout=timeout, **kwargs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise translate(exc, model, self.conn.url) from exc
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        self._client = _grpc_client(grpcaio, conn)
 
 
 def _import_http(asyncio_variant: bool = False) -> Any:
@@ -387,6 +395,7 @@ class AsyncHttpTransport(_AsyncCalls):
     """`tritonclient.http.aio` (aiohttp); per-call timeouts are `asyncio.wait_for`."""
 
     _binary = {"binary_data": True}
+    _takes_timeout = False
 
     def __init__(self, conn: Connection) -> None:
         aio = _import_http(asyncio_variant=True)
@@ -400,25 +409,8 @@ class AsyncHttpTransport(_AsyncCalls):
                 ssl_context.load_cert_chain(conn.certificate_chain, conn.private_key)
             if conn.insecure:
                 ssl_context.check_hostname = False
-        self._client: Any = aio.InferenceServerClient(conn.url, conn_timeout=600.0,
-                                                      ssl=conn.ssl, ssl_context=ssl_context)
-
-    async def _call(self, model: str, timeout: float | None, method: str, *args: Any,
-                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        if self._client is None:
-            raise ClientClosedError("transport")
-        try:
-            return await asyncio.wait_for(getattr(self._client, method)(
-                *args, headers=_with(self.conn.headers, headers), **kwargs), timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise translate(exc, model, self.conn.url) from exc
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        self._client = aio.InferenceServerClient(conn.url, conn_timeout=600.0, ssl=conn.ssl,
+                                                 ssl_context=ssl_context)
 
 
 #: The tritonclient flavour for (protocol, asyncio?), picked once per connection.
