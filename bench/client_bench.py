@@ -307,7 +307,7 @@ def _timed_sends(client: EmbeddingClient, latencies: list[float]) -> None:
 def run_once(url: str, transport: str, items: list[bytes], batch_size: int | None,
              in_flight: int) -> dict[str, Any]:
     latencies: list[float] = []
-    with EmbeddingClient(url, transport=transport, max_in_flight=in_flight,
+    with EmbeddingClient(url, payload=transport, max_in_flight=in_flight,
                          batch_size=batch_size) as c:
         info = c.info
         _timed_sends(c, latencies)
