@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test test-unit serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize export-onnx serve-onnx lint clean
+.PHONY: venv demo test test-unit serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer export-onnx serve-onnx lint clean
 
 venv: $(STAMP)
 
@@ -43,10 +43,24 @@ export: venv
 	$(PY) -m export --source $(SOURCE) --repository $(REPO) --model $(MODEL) --keep 2 \
 		--fallback-twin $(FALLBACK_TWIN)
 
+SERVE_ARGS ?=
 # Serves what is exported; exports first when the repository holds no version yet.
 serve: venv
 	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
-	$(PY) -m serve --repository $(REPO)
+	$(PY) -m serve --repository $(REPO) --exit-with-parent $(SERVE_ARGS)
+
+.PHONY: reload soak
+
+# The running local server loads the newest exported version (then its uint8 ensemble): no restart.
+reload: venv
+	$(PY) -m serve reload --model $(MODEL)
+
+# Sustained load near the knee for SOAK_DURATION: per-minute requests, failures, p50/p99 and RSS.
+SOAK_DURATION ?= 10m
+SOAK_ARGS ?=
+soak: venv
+	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
+	$(PY) -m bench.soak --repository $(REPO) --model $(MODEL) --duration $(SOAK_DURATION) $(SOAK_ARGS)
 
 # Against a running server (`make serve` in another terminal, or TRITON_GRPC_URL).
 loadtest: venv
@@ -81,6 +95,29 @@ bench-twin: venv
 # CPU: TensorFlow vs onnxruntime (batch 1, 8) and conversion time on the faithful twin.
 bench-optimize: venv
 	$(PY) bench/optimize_bench.py --source twin:pnasnet_large
+
+# Triton's C++ load generator, for bench-loadgen only: perf_analyzer 2.51 from the tritonclient
+# 2.51.0 manylinux1 wheel (later wheels need a newer glibc or ship no binary). Its two shared
+# libraries come with nvidia-pytriton under hashed names; they are linked under the plain ones.
+PERF_DIR := build/perf_analyzer
+PERF_ANALYZER := $(PERF_DIR)/bin/perf_analyzer
+perf-analyzer: $(PERF_ANALYZER)
+$(PERF_ANALYZER): | venv
+	mkdir -p $(PERF_DIR)/bin $(PERF_DIR)/lib
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --platform manylinux1_x86_64 \
+		--python-version 3.11 tritonclient==2.51.0 -d $(PERF_DIR)
+	$(PY) -c "import zipfile, sys; z = zipfile.ZipFile(sys.argv[1]); \
+		open(sys.argv[2], 'wb').write(z.read('tritonclient-2.51.0.data/data/bin/perf_analyzer'))" \
+		$(PERF_DIR)/tritonclient-2.51.0-py3-none-manylinux1_x86_64.whl $@.tmp
+	libs=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/nvidia_pytriton.libs; \
+		test -d $$libs && ln -sf $$libs/libb64-*.so.0d $(PERF_DIR)/lib/libb64.so.0d && \
+		ln -sf $$libs/libcudart-*.so.12* $(PERF_DIR)/lib/libcudart.so.12
+	chmod +x $@.tmp && mv $@.tmp $@
+
+# Locust's raw user against perf_analyzer at 8 and 32 concurrent requests, on a local tiny twin.
+LOADGEN_ARGS ?=
+bench-loadgen: venv $(PERF_ANALYZER)
+	$(PY) -m bench.loadgen_bench --concurrency 8,32 $(LOADGEN_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +20,9 @@ import numpy as np
 from client import EmbeddingClient
 from client.stats import model_stats
 from samples import sample_paths
+from serve.lifecycle import Interrupted, ShutdownSignals, die_with_parent
 from serve.server import LocalTritonServer, Ports
+from serve.tflog import TF_STARTUP_LINE
 
 FALLBACK_TWIN = "auto"
 # The faithful twin's export peaks at ~2.2 GB and the server holds ~1.5 GB; on 2 cores the whole
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=8)
     p.add_argument("--duration", default="20s")
     p.add_argument("--work-dir", type=Path, default=Path("build/demo"))
+    p.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
     return p
 
 
@@ -78,24 +81,52 @@ def export(args: argparse.Namespace) -> None:
         print(f"offline fallback, if the hub can't be reached: twin:{twin}, {why}", flush=True)
     cmd = [sys.executable, "-m", "export", "--source", args.source, "--repository",
            str(args.repository), "--model", args.model, "--keep", "2", "--fallback-twin", twin]
-    run_quietly(cmd)
+    run_quietly(cmd + ["--verbose"] if args.verbose else cmd, verbose=args.verbose)
 
 
 # TensorFlow's start-up chatter on a machine without a GPU; everything else is shown.
-TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
-                      r"[IWE]\d{4} [\d:. ]+\d+ (port|cudart_stub|cuda_platform|cuda_executor|"
-                      r"cpu_feature_guard)\.cc)")
+TF_NOISE = TF_STARTUP_LINE
 
 
-def run_quietly(cmd: list[str]) -> None:
-    """Run `cmd`, streaming its output without TensorFlow's start-up noise; fail like check=True."""
+def run_quietly(cmd: list[str], verbose: bool = False) -> None:
+    """Run `cmd`, streaming its output without TensorFlow's start-up noise; fail like check=True.
+
+    The child dies with the demo (however the demo ends) and is stopped if the demo is interrupted.
+    """
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
-        for line in proc.stdout:
-            if not TF_NOISE.match(line):
-                print(line, end="", flush=True)
+                          bufsize=1, preexec_fn=die_with_parent()) as proc:  # noqa: PLW1509
+        try:
+            for line in proc.stdout:
+                if verbose or not TF_NOISE.match(line):
+                    print(line, end="", flush=True)
+        except BaseException:
+            stop_child(proc, signal.SIGTERM)
+            raise
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
+
+
+def stop_child(proc: subprocess.Popen, sig: int, grace: float = 30.0) -> None:
+    """Ask a child to stop with `sig`; SIGKILL it if it has not after `grace` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_load_test(cmd: list[str]) -> None:
+    """The load test as a child that stops with the demo: SIGINT lets it stop its Locust first."""
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent(signal.SIGINT))  # noqa: PLW1509
+    try:
+        code = proc.wait()
+    except BaseException:
+        stop_child(proc, signal.SIGINT)
+        raise
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
 
 
 def embed_samples(client: EmbeddingClient) -> None:
@@ -149,6 +180,19 @@ def show_batching(server: LocalTritonServer, model: str, requests: int = 32, thr
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The first SIGTERM/SIGINT/SIGHUP interrupts whatever step runs; any later one, and any during
+    # the final stop, is only recorded: the server is always stopped, once.
+    signals = ShutdownSignals(raise_first=True).install()
+    try:
+        return _demo(args, signals)
+    except Interrupted as stop:
+        print(f"\ndemo: stopped by {stop}", flush=True)
+        return 130
+    finally:
+        signals.restore()
+
+
+def _demo(args: argparse.Namespace, signals: ShutdownSignals) -> int:
     start = time.monotonic()
     export(args)
     banner("2. start the local Triton server (CPU)")
@@ -161,12 +205,13 @@ def main(argv: list[str] | None = None) -> int:
             embed_samples(client)
         show_batching(server, args.model)
         banner(f"5. load test: {args.users} users for {args.duration}")
-        subprocess.run([sys.executable, "-m", "loadtest", "--host", server.grpc_url, "--users",
-                        str(args.users), "--duration", args.duration, "--model", args.model,
-                        "--out", str(args.work_dir / "loadtest")], check=True)
+        run_load_test([sys.executable, "-m", "loadtest", "--host", server.grpc_url, "--users",
+                       str(args.users), "--duration", args.duration, "--model", args.model,
+                       "--out", str(args.work_dir / "loadtest")])
     finally:
-        banner("6. stop the server")
-        code = server.stop()
-        print(f"tritonserver exited with code {code}")
+        with signals.shielded():
+            banner("6. stop the server")
+            code = server.stop()
+            print(f"tritonserver exited with code {code}", flush=True)
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s")
     return 0

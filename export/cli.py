@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from export import DEFAULT_MODEL, DEFAULT_SOURCE
 from export.errors import ExportError, HubUnreachableError
 from export.progress import Steps
 from export.sources import HUB_TIMEOUT_S
+from serve.tflog import filtered_stderr, quiet_tensorflow
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback-twin", metavar="NAME",
                    help="if the hub can't be reached, export twin:NAME instead of failing")
     p.add_argument("--quiet", action="store_true", help="print only the result line")
+    p.add_argument("--verbose", action="store_true",
+                   help="keep TensorFlow's own log lines (hidden by default)")
     # --- optimized serving paths (export/onnx.py, export/tftrt.py) ---
     from export import onnx, tftrt
 
@@ -40,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow(args.verbose)
+    with filtered_stderr(enabled=not args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from export.pipeline import export_model
 
     say = Steps(quiet=args.quiet)

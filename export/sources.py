@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
+import ssl
 import tarfile
 import tempfile
-import time
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,31 +54,61 @@ def classify(source: str) -> str:
         f"or twin:<name>")
 
 
+def _probe_http(parsed: urllib.parse.ParseResult, url: str, timeout: float, stage: list[str]) -> int:
+    """Resolve, connect (TLS for https) and send a HEAD request; the HTTP status that came back."""
+    host = parsed.hostname or ""
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    stage[0] = f"resolving {host}"
+    socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    stage[0] = f"connecting to {host}:{port}" + (" (TCP and TLS)" if parsed.scheme == "https" else "")
+    if parsed.scheme == "https":
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.connect()
+        stage[0] = (f"waiting for an answer from {host}:{port} (the connection was accepted, "
+                    f"no HTTP response came back)")
+        conn.request("HEAD", url)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def check_hub_reachable(url: str, timeout: float = HUB_TIMEOUT_S) -> None:
-    """Fail fast, within `timeout`, when the hub's host can't be reached (no network, DNS, firewall)."""
+    """Fail within `timeout` in total unless the hub's host answers an HTTP request.
+
+    Covered: DNS that fails or hangs, no route, a refused or dropped connection, TLS failures, and a
+    server that accepts the connection but never answers. Any HTTP status counts as an answer (the
+    download itself then reports what is wrong). The probe runs in a daemon thread joined with
+    the deadline, so no step of it, however it hangs, can hold the export past `timeout`.
+    """
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "gs":
         return  # resolved by TensorFlow's GCS filesystem; it has its own retries
     host = parsed.hostname or ""
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    deadline = time.monotonic() + timeout
-    try:
-        # getaddrinfo has no timeout of its own; a resolver that hangs is bounded by the socket default.
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(timeout)
+    stage = ["starting"]
+    outcome: list[BaseException | int] = []
+
+    def probe() -> None:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        finally:
-            socket.setdefaulttimeout(previous)
-        remaining = max(0.1, deadline - time.monotonic())
-        family, socktype, proto, _, addr = infos[0]
-        with socket.socket(family, socktype, proto) as sock:
-            sock.settimeout(remaining)
-            sock.connect(addr)
-    except OSError as exc:
-        raise HubUnreachableError(
-            f"cannot reach {host}:{port} for {url} within {timeout:.0f} s ({exc}); "
-            f"use a local SavedModel, a .tar.gz, or --source twin:<name>") from exc
+            outcome.append(_probe_http(parsed, url, timeout, stage))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, daemon=True, name="hub-probe")
+    worker.start()
+    worker.join(timeout)
+    hint = "use a local SavedModel, a .tar.gz, or --source twin:<name>"
+    if not outcome:
+        raise HubUnreachableError(f"cannot reach {host}:{port} for {url} within {timeout:.0f} s "
+                                  f"(timed out {stage[0]}); {hint}")
+    if isinstance(outcome[0], BaseException):
+        exc = outcome[0]
+        raise HubUnreachableError(f"cannot reach {host}:{port} for {url} within {timeout:.0f} s "
+                                  f"({stage[0]}: {exc or type(exc).__name__}); {hint}") from exc
 
 
 def safe_extract(archive: Path, dest: Path) -> Path:

@@ -4,10 +4,13 @@
                                    arrival rate (--arrival-rate); SLO gates set the exit code
     python -m loadtest sweep ...   a series of runs -> latency-vs-throughput table, plot, knee
     python -m loadtest gate R.json re-check a saved report against thresholds
+    python -m loadtest k8s-env     write k8s/loadtest/*.env (the Jobs' LOADTEST_* variables)
 
 Exit codes: 0 passed; 1 failed requests (without --max-error-rate) or no request completed;
-3 an SLO threshold was missed; 4 the load generator saturated itself (with --fail-on-unreliable);
-2 usage errors, or an unhandled error inside Locust.
+3 an SLO threshold was missed; 4 the load generator limited the result (with
+--fail-on-unreliable); 5 the target is not there (no server at the address, or the model, or its
+uint8 ensemble, not loaded): checked before the run starts; 2 usage errors, or an unhandled error
+inside Locust; 130 stopped by Ctrl-C or SIGTERM (Locust and its workers are stopped first).
 """
 
 from __future__ import annotations
@@ -15,79 +18,52 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
+from loadtest.options import OPTIONS, SLO, SLO_NAMES, add_cli_options
+from loadtest.report import metrics
 from loadtest.runner import UNRELIABLE_EXIT_CODE, run
-from loadtest.settings import ARRIVALS, TRANSPORTS, USER_KINDS
 from loadtest.slo import SLO_EXIT_CODE, Thresholds, evaluate
 from loadtest.sweep import sweep
 
+#: Table options a sweep takes (it sets the load itself, and gates nothing).
+SWEEP_OPTIONS = [o.name for o in OPTIONS if o.scope != SLO and o.name != "steps"]
 
-def add_target_options(p: argparse.ArgumentParser) -> None:
-    """What to load and with which user."""
+
+def add_runner_options(p: argparse.ArgumentParser) -> None:
+    """Where the server is and how the run is carried out: read by this command only."""
     p.add_argument("--host", default=os.environ.get("TRITON_GRPC_URL", "127.0.0.1:8001"),
                    help="Triton gRPC address (default: $TRITON_GRPC_URL or %(default)s)")
     p.add_argument("--http-host", default=os.environ.get("TRITON_HTTP_URL", "127.0.0.1:8000"),
                    help="Triton HTTP address, for --user http (default: $TRITON_HTTP_URL or "
                         "%(default)s)")
-    p.add_argument("--user", choices=USER_KINDS, default="grpc",
-                   help="grpc/http: client.embed_batch with encoded images (preprocessing in the "
-                        "client, as applications do); raw: pre-built tensors (server + transport)")
-    p.add_argument("--raw-protocol", choices=("grpc", "http"), default="grpc",
-                   help="protocol of the raw user (http loads --http-host)")
-    p.add_argument("--transport", choices=TRANSPORTS, default="float",
-                   help="float32 tensors, or the client's compact uint8 transport")
-    p.add_argument("--model", default="pnasnet_large")
-    p.add_argument("--batch", type=int, default=1, help="images per request")
-    p.add_argument("--images", default=None, help="image folder (default: the shipped samples)")
-    p.add_argument("--timeout", type=float, default=120.0, help="request timeout, seconds")
-    p.add_argument("--attempts", type=int, default=1,
-                   help="tries per request with the client's retry policy (default 1: no retries, "
-                        "so a failing server shows as failures, not as slow successes)")
-    p.add_argument("--think-ms", type=float, default=0.0,
-                   help="closed loop: pause between a response and the next request")
     p.add_argument("--processes", type=int, default=None,
-                   help="Locust processes on this machine (--processes: a master and N workers); "
-                        "use when one generator process saturates its core")
-    p.add_argument("--arrivals", choices=ARRIVALS, default="constant",
-                   help="open loop inter-arrival times")
-    p.add_argument("--max-inflight", type=int, default=32,
-                   help="open loop: outstanding requests per user before arrivals wait")
+                   help="Locust processes on this machine (a master and N workers); use when one "
+                        "generator process saturates its core")
     p.add_argument("--no-server-stats", action="store_true",
                    help="don't read Triton's statistics (no server-side split)")
     p.add_argument("--fail-on-unreliable", action="store_true",
-                   help=f"exit {UNRELIABLE_EXIT_CODE} when the load generator saturated itself")
-
-
-def add_slo_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("SLO gate (exit code 3 when missed)")
-    g.add_argument("--max-p50-ms", type=float)
-    g.add_argument("--max-p95-ms", type=float)
-    g.add_argument("--max-p99-ms", type=float)
-    g.add_argument("--max-error-rate", type=float,
-                   help="failed/all requests; without it any failed request fails the run")
-    g.add_argument("--min-rps", type=float, help="lowest requests/s")
-    g.add_argument("--min-images-per-s", type=float, help="lowest images/s")
+                   help=f"exit {UNRELIABLE_EXIT_CODE} when the load generator limited the result")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_target_options(p)
+    add_runner_options(p)
+    add_cli_options(p, [o.name for o in OPTIONS if o.scope != SLO])
     p.add_argument("--users", type=int, default=8,
                    help="concurrent users (closed loop), or the users sharing --arrival-rate")
     p.add_argument("--spawn-rate", type=float, default=None, help="users started per second")
     p.add_argument("--duration", default="20s", help="Locust run time, e.g. 20s, 2m")
-    p.add_argument("--steps", default=None,
-                   help="stepped ramp: user counts, e.g. 1,2,4,8, each for --step-duration")
-    p.add_argument("--step-duration", default="10s")
     p.add_argument("--arrival-rate", type=float, default=None,
                    help="open loop: total requests/s started on a schedule whatever the latency, "
                         "so a slow server shows as latency, not as fewer requests")
     p.add_argument("--out", type=Path, default=Path("reports/loadtest"),
-                   help="report prefix: <out>_stats.csv, <out>.html, <out>.json")
-    add_slo_options(p)
+                   help="report prefix: <out>.json, <out>_stats.csv, <out>.html")
+    add_cli_options(p.add_argument_group("SLO gate (exit code 3 when missed)"), SLO_NAMES)
     return p
 
 
@@ -95,7 +71,8 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest sweep",
                                 description="Latency against throughput over load levels; "
                                             "writes <out>_sweep.{md,csv,json,png} and marks the knee.")
-    add_target_options(p)
+    add_runner_options(p)
+    add_cli_options(p, SWEEP_OPTIONS)
     levels = p.add_mutually_exclusive_group()
     levels.add_argument("--users", dest="users_list", default=None,
                         help="closed loop levels: user counts, e.g. 1,2,4,8,16 (default)")
@@ -103,7 +80,8 @@ def build_sweep_parser() -> argparse.ArgumentParser:
                         help="open loop levels: total requests/s, e.g. 5,10,20,40")
     p.add_argument("--rate-users", type=int, default=4,
                    help="users sharing each open-loop rate")
-    p.add_argument("--step-duration", default="10s", help="length of each level's run")
+    p.add_argument("--locust-html", action="store_true",
+                   help="keep each level's Locust HTML and CSV reports (in <out>_sweep_levels/)")
     p.add_argument("--out", type=Path, default=Path("reports/sweep"))
     return p
 
@@ -113,23 +91,17 @@ def build_gate_parser() -> argparse.ArgumentParser:
                                 description="Check a saved <out>.json report against thresholds.")
     p.add_argument("report", type=Path)
     p.add_argument("--fail-on-unreliable", action="store_true")
-    add_slo_options(p)
+    add_cli_options(p, SLO_NAMES)
     return p
 
 
 def gate(args: argparse.Namespace) -> int:
     report = json.loads(args.report.read_text())
-    summary = report["summary"]
-    measured = summary["requests"] > summary["failures"]
-    metrics = {"p50_ms": summary["p50_ms"] if measured else None,
-               "p95_ms": summary["p95_ms"] if measured else None,
-               "p99_ms": summary["p99_ms"] if measured else None,
-               "error_rate": summary.get("error_rate") if summary["requests"] else None,
-               "rps": summary["rps"], "images_per_s": summary.get("images_per_s")}
+    flow = report["throughput"]
     thresholds = Thresholds.from_options(args)
-    violations = evaluate(metrics, thresholds)
-    if thresholds.max_error_rate is None and summary["failures"]:
-        violations.append(f"{summary['failures']} failed requests (no --max-error-rate given)")
+    violations = evaluate(metrics(flow, report["latency_ms"]), thresholds)
+    if thresholds.max_error_rate is None and flow["failures"]:
+        violations.append(f"{flow['failures']} failed requests (no --max-error-rate given)")
     if violations:
         print("SLO: MISSED: " + "; ".join(violations))
         return SLO_EXIT_CODE
@@ -140,9 +112,41 @@ def gate(args: argparse.Namespace) -> int:
     return 0
 
 
+K8S_DIR = Path(__file__).resolve().parents[1] / "k8s" / "loadtest"
+
+
+def write_k8s_env(folder: Path) -> int:
+    """Write the Kubernetes Jobs' LOADTEST_* env files from the options table."""
+    from loadtest.options import K8S_ENV_FILES, k8s_env_file
+
+    for role, name in K8S_ENV_FILES.items():
+        (folder / name).write_text(k8s_env_file(role))
+        print(f"wrote {folder / name}")
+    return 0
+
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (a supervisor, `kill`) stops a run the way Ctrl-C does: Locust's group is stopped."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not cut that stop short
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("loadtest: interrupted; Locust stopped", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("run", "sweep", "gate") else "run"
+    command = argv[0] if argv and argv[0] in ("run", "sweep", "gate", "k8s-env") else "run"
     if argv and argv[0] == command:
         argv = argv[1:]
     if command == "sweep":
@@ -152,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in (("users", args.rate_users), ("spawn_rate", None), ("duration", None),
                             ("steps", None), ("arrival_rate", None)):
             setattr(args, name, value)
-        for name in ("max_p50_ms", "max_p95_ms", "max_p99_ms", "max_error_rate", "min_rps",
-                     "min_images_per_s"):
+        for name in SLO_NAMES:
             setattr(args, name, None)
         return sweep(args)
     if command == "gate":
         return gate(build_gate_parser().parse_args(argv))
+    if command == "k8s-env":
+        return write_k8s_env(Path(argv[0]) if argv else K8S_DIR)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps and args.arrival_rate:

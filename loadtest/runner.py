@@ -1,8 +1,10 @@
 """One headless Locust run as a subprocess, measured from both sides, judged and reported.
 
-Around Locust, this reads Triton's statistics before and after (so the report splits each
-request's time into client + network, queue and compute, and gives the executed batch size),
-samples the generator's CPU (so a self-saturated generator is flagged), and checks SLO thresholds.
+Around Locust, this checks the target first (a missing server or model fails at once), reads
+Triton's statistics before and after (so the report splits each request's time into client +
+network, queue and compute, and gives the executed batch size), samples the generator's CPU (so a
+generator that limits the result is flagged), and checks SLO thresholds. The report's layout is
+documented field by field in README.md (Load test).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.guard import CpuMonitor, locust_cpu_warnings, verdict
-from loadtest.report import Summary, failures_by_type, read_failures, read_summary
+from loadtest.guard import CpuMonitor, is_local, locust_cpu_warnings, verdict
+from loadtest.latency import LatencySummary
+from loadtest.options import locust_args, parse_seconds, parse_steps
+from loadtest.preflight import TARGET_EXIT_CODE, check_target
+from loadtest.report import lines, metrics
 from loadtest.server_stats import ServerStats
-from loadtest.settings import parse_seconds
 from loadtest.slo import SLO_EXIT_CODE, Thresholds, evaluate
+from serve.lifecycle import die_with_parent
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: A run that completed but whose measurement is not trustworthy (only with --fail-on-unreliable).
@@ -45,34 +50,22 @@ def shape_of(args: argparse.Namespace) -> str:
 
 
 def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
-    """The Locust command line; every load-test parameter is a locustfile option."""
+    """The Locust command line: Locust's own options, then every load-test option (from the table
+    in loadtest/options.py) and the values the runner derives (rate per user, extras file)."""
     host, _ = target(args)
-    users = args.users
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-           "--host", host, "--csv", str(out), "--html", f"{out}.html",
-           "--json-file", f"{out}.locust", "--stop-timeout", "30", "--loglevel", "WARNING",
-           "--loadtest-user", args.user, "--loadtest-raw-protocol", args.raw_protocol,
-           "--loadtest-model", args.model,
-           "--loadtest-batch", str(args.batch), "--loadtest-transport", args.transport,
-           "--loadtest-timeout", str(args.timeout), "--loadtest-attempts", str(args.attempts),
-           "--loadtest-think-ms", str(args.think_ms),
-           "--loadtest-extras-file", f"{out}.extras.json"]
-    if args.images:
-        cmd += ["--loadtest-images", str(args.images)]
+           "--host", host, "--stop-timeout", "30", "--loglevel", "WARNING"]
+    if getattr(args, "locust_files", True):
+        cmd += ["--csv", str(out), "--html", f"{out}.html"]
     if args.steps:
-        steps = [s for s in args.steps.split(",") if s]
-        cmd += ["--loadtest-steps", ",".join(steps), "--loadtest-step-time", args.step_duration,
-                "-u", str(max(int(float(s)) for s in steps)),
-                "-r", str(args.spawn_rate or max(int(float(s)) for s in steps))]
+        top = int(max(parse_steps(args.steps)))
+        cmd += ["-u", str(top), "-r", str(args.spawn_rate or top)]
     else:
-        cmd += ["-u", str(users), "-r", str(args.spawn_rate or users), "-t", args.duration]
-    if args.arrival_rate:
-        cmd += ["--loadtest-rate-per-user", f"{args.arrival_rate / users:.6g}",
-                "--loadtest-arrivals", args.arrivals,
-                "--loadtest-max-inflight", str(args.max_inflight)]
+        cmd += ["-u", str(args.users), "-r", str(args.spawn_rate or args.users), "-t", args.duration]
     if args.processes and args.processes > 1:
         cmd += ["--processes", str(args.processes)]
-    return cmd
+    rate = args.arrival_rate / args.users if args.arrival_rate else None
+    return cmd + locust_args(args, rate_per_user=rate, extras_file=f"{out}.extras.json")
 
 
 def served_model(args: argparse.Namespace) -> str:
@@ -87,7 +80,7 @@ def served_model(args: argparse.Namespace) -> str:
 def expected_seconds(args: argparse.Namespace) -> float:
     """How long the Locust run should last (without start-up and shutdown)."""
     if args.steps:
-        return len([s for s in args.steps.split(",") if s]) * parse_seconds(args.step_duration)
+        return len(parse_steps(args.steps)) * parse_seconds(args.step_duration)
     return parse_seconds(args.duration)
 
 
@@ -124,22 +117,39 @@ def server_line(split: dict[str, Any]) -> str:
             f"compute {split['compute_ms']:.1f} ms + other {split['server_other_ms']:.1f} ms = "
             f"{split['server_ms']:.1f} ms in the server")
     if "client_and_network_ms" in split:
-        line += (f"; client + network {split['client_and_network_ms']:.1f} ms of "
-                 f"{split['client_avg_ms']:.1f} ms average")
+        line += f"; client + network {split['client_and_network_ms']:.1f} ms"
     if split.get("counts_match") is False:
-        line += (f" [server counted {split['requests'] + split['failed_requests']} requests, "
-                 f"Locust {split['client_requests']}: other traffic on this server?]")
+        line += " [the server counted other requests too: other traffic on this server?]"
     return line
+
+
+def config_of(args: argparse.Namespace, host: str, protocol: str) -> dict[str, Any]:
+    """What was asked for, as given (the report's `config`)."""
+    return {"host": host, "protocol": protocol, "user": args.user, "model": args.model,
+            "transport": args.transport, "batch": args.batch, "shape": shape_of(args),
+            "users": args.users, "steps": args.steps or None,
+            "step_duration": args.step_duration if args.steps else None,
+            "duration": None if args.steps else args.duration,
+            "arrival_rate": args.arrival_rate or None,
+            "arrivals": args.arrivals if args.arrival_rate else None,
+            "processes": args.processes or 1,
+            "images": str(args.images) if args.images else None}
 
 
 def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, Any] | None]:
     """Run Locust once as `args` say; write `<out>.json`; return (exit code, report)."""
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (f"{out}.locust.json", f"{out}.extras.json", f"{out}.json"):
+    for stale in (f"{out}.extras.json", f"{out}.json"):
         Path(stale).unlink(missing_ok=True)  # never report an earlier run's numbers
     host, protocol = target(args)
     say = (lambda *_a, **_k: None) if quiet else print
+
+    problem = check_target(host, protocol, args.model, args.transport)
+    if problem:
+        print(f"loadtest: {problem}", file=sys.stderr, flush=True)
+        return TARGET_EXIT_CODE, None
+
     stats = None if args.no_server_stats else ServerStats(host, served_model(args), protocol)
     before = after = None
     server_error = None
@@ -149,7 +159,6 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
         except Exception as exc:  # a load test still runs where statistics are not reachable
             server_error = f"{type(exc).__name__}: {exc}"
 
-    shape = shape_of(args)
     load = (f"steps {args.steps} x {args.step_duration}" if args.steps else
             f"{args.arrival_rate:g} req/s open loop over {args.users} users" if args.arrival_rate
             else f"{args.users} users")
@@ -160,9 +169,11 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     limit = expected_seconds(args) + EXIT_GRACE_S
     hung = False
     with log_path.open("w") as log:
+        # Locust runs in a session of its own (a terminal's Ctrl-C reaches only this process, which
+        # then stops Locust's whole group); the parent-death signal ends it if this process is killed.
         proc = subprocess.Popen(locust_command(args, out), stdout=subprocess.DEVNULL, stderr=log,
                                 stdin=subprocess.DEVNULL, env=dict(os.environ),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent())
         monitor = CpuMonitor(proc.pid).start()
         try:
             code = proc.wait(timeout=limit)
@@ -179,70 +190,59 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
         print(f"loadtest: Locust did not exit by itself {limit:.0f} s after it started; stopped it "
               f"(see {log_path})", file=sys.stderr)
 
-    try:
-        summary: Summary = read_summary(Path(f"{out}.locust.json"))
-    except (OSError, ValueError) as exc:
-        print(f"loadtest: no statistics from Locust ({exc}); exit code {code}", file=sys.stderr)
+    extras = _read_json(Path(f"{out}.extras.json"))
+    if extras is None:
+        print(f"loadtest: no statistics from Locust; exit code {code}", file=sys.stderr)
         print("\n".join(log_text.splitlines()[-20:]), file=sys.stderr)
         return code or 1, None
+    Path(f"{out}.extras.json").unlink()
+    flow, latency = extras["throughput"], extras["latency_ms"]
 
-    extras = _read_json(Path(f"{out}.extras.json")) or {}
     if stats is not None and before is not None:
         try:
             after = stats.snapshot()
         except Exception as exc:
             server_error = f"{type(exc).__name__}: {exc}"
     if before is not None and after is not None:
-        server = (after - before).split(summary.avg_ms, summary.completed)
+        server = (after - before).split(latency["mean"] if latency["count"] else None,
+                                        flow["requests"] - flow["unanswered"])
     else:
         server = {"error": server_error or "not read (--no-server-stats)"}
 
-    failures_csv = read_failures(out)
-    by_type = failures_by_type(extras.get("errors") or failures_csv)
     cpu = monitor.summary()
+    health = extras["health"]
     warnings = locust_cpu_warnings(log_text)
-    generator = {**verdict(cpu, extras, warnings, summary.p50_ms), "cpu": cpu, "locust_warnings": warnings,
-                 "schedule_lag": extras.get("schedule_lag")}
+    generator = verdict(cpu, health, warnings, latency["p50"] or None, is_local(host),
+                        flow["requests_per_s"])
+    generator.update(cpu=cpu, locust_warnings=warnings, schedule_lag=health.get("schedule_lag"))
     thresholds = Thresholds.from_options(args)
-    violations = evaluate(summary.metrics(), thresholds)
-    if not thresholds.any or thresholds.max_error_rate is None:
+    violations = evaluate(metrics(flow, latency), thresholds)
+    if thresholds.max_error_rate is None and flow["failures"]:
         # Without an error-rate threshold any failed request fails the run, as Locust does.
-        if summary.failures:
-            violations.append(f"{summary.failures} failed requests (no --max-error-rate given)")
+        violations.append(f"{flow['failures']} failed requests (no --max-error-rate given)")
 
+    files = {"log": str(log_path)}
+    if getattr(args, "locust_files", True):
+        files.update(csv=f"{out}_stats.csv", html=f"{out}.html")
     report: dict[str, Any] = {
-        "summary": summary.as_dict(),
-        "latency_ms": {k: round(getattr(summary, f"{k}_ms"), 3)
-                       for k in ("p50", "p90", "p95", "p99", "max", "avg")},
-        "requests": summary.requests, "failures": failures_csv, "failure_count": summary.failures,
-        "error_rate": round(summary.error_rate, 6),
-        "requests_per_s": round(summary.rps, 3), "images_per_s": round(summary.images_per_s, 3),
-        "failures_by_type": by_type,
+        "exit_code": 0,
+        "throughput": flow,
+        "latency_ms": latency,
+        "latency_histogram": extras["latency_histogram"],
+        "failures_by_type": extras["failures_by_type"],
         "server": server,
         "generator": generator,
         "slo": {"thresholds": thresholds.as_dict(), "violations": violations,
                 "passed": not violations},
-        "steps": extras.get("steps") or [],
-        "locust": {k: extras.get(k) for k in ("runner", "workers", "user_classes", "exceptions")},
-        "config": {"user": args.user, "protocol": protocol, "transport": args.transport,
-                   "shape": shape, "users": args.users, "steps": args.steps or None,
-                   "step_duration": args.step_duration if args.steps else None,
-                   "arrival_rate": args.arrival_rate or None,
-                   "arrivals": args.arrivals if args.arrival_rate else None,
-                   "processes": args.processes or 1, "batch": args.batch,
-                   "duration": None if args.steps else args.duration,
-                   "images": str(args.images) if args.images else None},
-        "users": args.users, "batch": args.batch, "duration_s": round(elapsed, 1),
-        "host": host, "model": args.model, "locust_exit_code": code,
-        "locust_exited_by_itself": not hung,
-        "files": {"csv": f"{out}_stats.csv", "html": f"{out}.html", "locust_json": f"{out}.locust.json",
-                  "log": str(log_path)},
+        "steps": extras["steps"],
+        "config": config_of(args, host, protocol),
+        "locust": {**extras["locust"], "exit_code": code, "exited_by_itself": not hung,
+                   "duration_s": round(elapsed, 1)},
+        "files": files,
     }
-    if summary.requests == 0:
+    if flow["requests"] == 0 or hung:
         exit_code = 1
-    elif hung:
-        exit_code = 1
-    elif code not in (0, 1):
+    elif code not in (0, 1, SLO_EXIT_CODE):
         exit_code = code  # Locust itself failed (2: an unhandled error in a user)
     elif violations:
         exit_code = SLO_EXIT_CODE if thresholds.any else 1
@@ -253,17 +253,18 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     report["exit_code"] = exit_code
     Path(f"{out}.json").write_text(json.dumps(report, indent=2))
 
-    say("\n".join(summary.lines()))
+    say("\n".join(lines(_throughput(flow), LatencySummary(**latency))))
     say(server_line(server))
     for step in report["steps"]:
         offered = f", offered {step['offered_rps']:g}" if "offered_rps" in step else ""
-        say(f"  step {step['step']}: {step['users']} users{offered}: {step['rps']:.1f} req/s, "
-            f"p50 {step['p50_ms']:.0f} p95 {step['p95_ms']:.0f} p99 {step['p99_ms']:.0f} ms, "
-            f"failures {step['failures']}")
-    for kind, entry in by_type.items():
+        s_lat, s_flow = step["latency_ms"], step["throughput"]
+        say(f"  step {step['step']}: {step['users']} users{offered}: "
+            f"{s_flow['requests_per_s']:.1f} req/s, p50 {s_lat['p50']:.1f} p95 {s_lat['p95']:.1f} "
+            f"p99 {s_lat['p99']:.1f} ms, failures {s_flow['failures']}")
+    for kind, entry in report["failures_by_type"].items():
         say(f"failure x{entry['count']}: {kind}: {entry['example']}")
     if generator["reliable"]:
-        say("generator: reliable (no sign of the load generator saturating itself)")
+        say("generator: reliable (no sign that the load generator limited the result)")
     else:
         say("generator: UNRELIABLE: " + "; ".join(generator["reasons"]))
     for note in generator["notes"]:
@@ -271,7 +272,13 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     if thresholds.any or violations:
         say("SLO: " + ("passed " + str(thresholds.as_dict()) if not violations
                        else "MISSED: " + "; ".join(violations)))
-    say(f"reports: {out}_stats.csv, {out}.html, {out}.json")
-    if summary.requests == 0:
+    say(f"reports: {out}.json" + (f", {out}_stats.csv, {out}.html" if "html" in files else ""))
+    if flow["requests"] == 0:
         print("loadtest: no request completed", file=sys.stderr)
     return exit_code, report
+
+
+def _throughput(flow: dict[str, Any]) -> Any:
+    from loadtest.report import Throughput
+
+    return Throughput(**flow)

@@ -26,25 +26,35 @@ from loadtest.runner import run
 KNEE_ELASTICITY = 2.0
 #: Latency changes below this share are noise between short runs, never a knee.
 LATENCY_NOISE = 0.10
-COLUMNS = ("load", "offered_rps", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-           "error_rate", "queue_ms", "compute_ms", "client_and_network_ms", "avg_batch", "reliable")
+#: The CSV's columns, all numeric (reliable: 1 or 0; empty: not measured). `users` is the closed
+#: loop level, `offered_rps` the open loop one (users then share it).
+COLUMNS = ("users", "offered_rps", "rps", "images_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+           "max_ms", "error_rate", "queue_ms", "compute_ms", "client_and_network_ms", "avg_batch",
+           "reliable")
 
 
-def row_of(load: float, mode: str, report: dict[str, Any] | None) -> dict[str, Any]:
+def label(row: dict[str, Any]) -> str:
+    """`8 users` or `40 req/s`: how a level is shown in the table and the plot."""
+    if row.get("offered_rps") is not None:
+        return f"{row['offered_rps']:g} req/s"
+    return f"{row['users']:g} users"
+
+
+def row_of(load: float, mode: str, users: int, report: dict[str, Any] | None) -> dict[str, Any]:
     """One table row from one run's report (a run without statistics gives an empty row)."""
-    row: dict[str, Any] = {"load": f"{load:g} {'users' if mode == 'users' else 'req/s'}",
-                           "offered_rps": load if mode == "rate" else None}
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(users=int(load) if mode == "users" else users,
+               offered_rps=load if mode == "rate" else None, reliable=0)
     if report is None:
-        return {**row, **{k: None for k in COLUMNS if k not in row}, "reliable": False}
-    server = report.get("server", {})
+        return row
+    server, flow, lat = report.get("server", {}), report["throughput"], report["latency_ms"]
     row.update(
-        rps=report["requests_per_s"], images_per_s=report["images_per_s"],
-        p50_ms=report["latency_ms"]["p50"], p95_ms=report["latency_ms"]["p95"],
-        p99_ms=report["latency_ms"]["p99"], max_ms=report["latency_ms"]["max"],
-        error_rate=report["error_rate"], queue_ms=server.get("queue_ms"),
+        rps=flow["requests_per_s"], images_per_s=flow["images_per_s"],
+        p50_ms=lat["p50"], p90_ms=lat["p90"], p95_ms=lat["p95"], p99_ms=lat["p99"],
+        max_ms=lat["max"], error_rate=flow["error_rate"], queue_ms=server.get("queue_ms"),
         compute_ms=server.get("compute_ms"),
         client_and_network_ms=server.get("client_and_network_ms"),
-        avg_batch=server.get("avg_batch"), reliable=report["generator"]["reliable"])
+        avg_batch=server.get("avg_batch"), reliable=int(report["generator"]["reliable"]))
     return row
 
 
@@ -86,10 +96,10 @@ def find_peak(rows: list[dict[str, Any]]) -> int | None:
 def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None) -> str:
     """A Markdown table, readable in a terminal and pasteable into a release note."""
 
-    def cell(value: Any) -> str:
+    def cell(key: str, value: Any) -> str:
         if value is None:
             return "-"
-        if isinstance(value, bool):
+        if key == "reliable":
             return "yes" if value else "NO"
         if isinstance(value, float):
             return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
@@ -97,7 +107,7 @@ def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None)
 
     head = ["load", "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "errors", "queue ms",
             "compute ms", "client+net ms", "batch", "reliable", ""]
-    keys = ["load", "rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "queue_ms",
+    keys = ["rps", "images_per_s", "p50_ms", "p95_ms", "p99_ms", "error_rate", "queue_ms",
             "compute_ms", "client_and_network_ms", "avg_batch", "reliable"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in enumerate(rows):
@@ -108,63 +118,92 @@ def format_table(rows: list[dict[str, Any]], knee: int | None, peak: int | None)
             marks.append("peak")
         if row.get("rps") is not None and overloaded(row):
             marks.append("overloaded")
-        lines.append("| " + " | ".join([cell(row.get(k)) for k in keys] + [", ".join(marks)]) + " |")
+        cells = [label(row)] + [cell(k, row.get(k)) for k in keys]
+        lines.append("| " + " | ".join(cells + [", ".join(marks)]) + " |")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -> Path | None:
-    """p50/p95/p99 against achieved throughput, knee marked; None without matplotlib."""
-    try:
-        import matplotlib
+def figure(rows: list[dict[str, Any]], knee: int | None, title: str) -> Any:
+    """p50/p95/p99 against achieved throughput, knee marked (a matplotlib Figure), or None."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     points = [r for r in rows if r.get("rps")]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     x = [r["rps"] for r in points]
-    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
-        ax.plot(x, [r[key] for r in points], style, label=key.replace("_ms", ""))
+    # Colour, marker and line style all differ, so p95 and p99 stay apart in print and greyscale.
+    for key, style, color in (("p50_ms", "o-", "tab:blue"), ("p95_ms", "s--", "tab:orange"),
+                              ("p99_ms", "^:", "tab:red")):
+        ax.plot(x, [r[key] for r in points], style, color=color, label=key.replace("_ms", ""),
+                linewidth=1.6, markersize=5)
     for r in points:
-        ax.annotate(r["load"], (r["rps"], r["p95_ms"]), textcoords="offset points", xytext=(4, 6),
-                    fontsize=7, color="dimgray")
+        ax.annotate(label(r), (r["rps"], r["p99_ms"]), textcoords="offset points", xytext=(0, 8),
+                    ha="center", fontsize=7, color="dimgray")
         if not r.get("reliable"):
-            ax.plot([r["rps"]], [r["p95_ms"]], "x", color="red", markersize=10)
+            ax.plot([r["rps"]], [r["p95_ms"]], "x", color="black", markersize=10)
+    # Room around the points, so no label sits on an axis.
+    ax.set_ylim(0, max(r["p99_ms"] for r in points) * 1.25)
+    ax.margins(x=0.12)
     if knee is not None and rows[knee].get("rps"):
         k = rows[knee]
         ax.axvline(k["rps"], color="gray", linestyle="--", linewidth=1)
-        ax.annotate(f"knee: {k['load']}\n{k['rps']:.1f} req/s, p95 {k['p95_ms']:.0f} ms",
-                    (k["rps"], k["p95_ms"]), textcoords="offset points", xytext=(-10, 30),
-                    ha="right", fontsize=8, arrowprops={"arrowstyle": "->", "color": "gray"})
+        # The text sits inside the axes (axes fraction), right of the legend, away from the knee.
+        right = (k["rps"] - min(x)) < (max(x) - min(x)) / 2 if max(x) > min(x) else True
+        ax.annotate(f"knee: {label(k)}\n{k['rps']:.1f} req/s, p95 {k['p95_ms']:.0f} ms",
+                    (k["rps"], k["p95_ms"]), xycoords="data", textcoords="axes fraction",
+                    xytext=(0.55 if right else 0.25, 0.97), ha="left", va="top", fontsize=8,
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "gray", "alpha": 0.9},
+                    arrowprops={"arrowstyle": "->", "color": "gray"})
     ax.set_xlabel("achieved throughput (requests/s)")
-    ax.set_ylabel("latency (ms)")
+    ax.set_ylabel("latency (ms, exact percentiles)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(title="latency", loc="upper left")
     if any(not r.get("reliable") for r in points):
-        ax.text(0.99, 0.01, "x: load generator saturated (unreliable)", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7, color="red")
+        ax.text(0.99, 0.01, "x: load generator limited this level (unreliable)",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="black")
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[dict[str, Any]], knee: int | None, path: Path, title: str) -> Path | None:
+    """The figure as a PNG at `path`; None without matplotlib or without a measured level."""
+    try:
+        import matplotlib.pyplot as plt
+
+        fig = figure(rows, knee, title)
+    except ImportError:
+        return None
+    if fig is None:
+        return None
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
 def sweep(args: argparse.Namespace) -> int:
-    """Run every level, write `<out>_sweep.{json,csv,md,png}`, print the table; 1 if a level broke."""
+    """Run every level, write `<out>_sweep.{json,csv,md,png}`, print the table; 1 if a level broke.
+
+    Each level's own report stays in `<out>_sweep_levels/` (its JSON; the Locust HTML and CSV
+    only with --locust-html; the Locust log only when the level failed).
+    """
     mode = "rate" if args.rates else "users"
     levels = [float(v) for v in (args.rates or args.users_list).split(",") if v]
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
+    level_dir = Path(f"{out}_sweep_levels")
+    level_dir.mkdir(exist_ok=True)
     rows, reports, worst = [], [], 0
     for i, level in enumerate(levels):
         step = copy.copy(args)
-        step.out = Path(f"{out}_step{i}")
+        step.out = level_dir / f"level{i}"
         step.steps = None
         step.duration = args.step_duration
+        step.locust_files = args.locust_html
         if mode == "rate":
             step.arrival_rate = level
             step.users = args.users
@@ -173,24 +212,26 @@ def sweep(args: argparse.Namespace) -> int:
             step.users = int(level)
         step.spawn_rate = None
         code, report = run(step, quiet=True)
-        row = row_of(level, mode, report)
+        if code == 0 and report is not None:
+            Path(report["files"]["log"]).unlink(missing_ok=True)
+        row = row_of(level, mode, args.users, report)
         rows.append(row)
-        reports.append(str(step.out) + ".json")
-        if report is None or report["requests"] == 0:
+        reports.append(f"{step.out}.json")
+        if report is None or report["throughput"]["requests"] == 0:
             worst = 1
-        print(f"  {row['load']:>12}: {row['rps'] or 0:8.1f} req/s  p50 {row['p50_ms'] or 0:6.0f}  "
-              f"p95 {row['p95_ms'] or 0:6.0f}  p99 {row['p99_ms'] or 0:6.0f} ms  "
+        print(f"  {label(row):>12}: {row['rps'] or 0:8.1f} req/s  p50 {row['p50_ms'] or 0:7.1f}  "
+              f"p95 {row['p95_ms'] or 0:7.1f}  p99 {row['p99_ms'] or 0:7.1f} ms  "
               f"errors {row['error_rate'] or 0:.3f}{'' if row['reliable'] else '  (unreliable)'}",
               flush=True)
+        if code == 5:  # the target is not there: every other level would say the same
+            return code
     knee, peak = find_knee(rows), find_peak(rows)
     table = format_table(rows, knee, peak)
     title = (f"{args.model}: {args.user} user, batch {args.batch}, "
              f"{'open loop' if mode == 'rate' else 'closed loop'}, {args.step_duration} per level")
     png = plot(rows, knee, Path(f"{out}_sweep.png"), title)
-    result = {"mode": mode, "levels": levels, "rows": rows, "knee": knee, "peak": peak,
+    result = {"mode": mode, "rows": rows, "knee": knee, "peak": peak,
               "knee_passed": knee is not None and knee < len(rows) - 1,
-              "knee_row": rows[knee] if knee is not None else None,
-              "peak_row": rows[peak] if peak is not None else None,
               "reports": reports, "plot": str(png) if png else None, "config": vars_of(args)}
     Path(f"{out}_sweep.json").write_text(json.dumps(result, indent=2))
     Path(f"{out}_sweep.md").write_text(f"{title}\n\n{table}\n")
@@ -202,13 +243,13 @@ def sweep(args: argparse.Namespace) -> int:
     print(table)
     if knee is not None:
         k = rows[knee]
-        print(f"knee: {k['load']} -> {k['rps']:.1f} req/s ({k['images_per_s']:.1f} images/s) at "
-              f"p50 {k['p50_ms']:.0f} / p95 {k['p95_ms']:.0f} ms")
+        print(f"knee: {label(k)} -> {k['rps']:.1f} req/s ({k['images_per_s']:.1f} images/s) at "
+              f"p50 {k['p50_ms']:.1f} / p95 {k['p95_ms']:.1f} ms")
         if knee == len(rows) - 1:
             print("knee not passed: throughput still grew at the last level; add higher levels")
     if peak is not None:
         p = rows[peak]
-        print(f"peak: {p['load']} -> {p['rps']:.1f} req/s at p95 {p['p95_ms']:.0f} ms")
+        print(f"peak: {label(p)} -> {p['rps']:.1f} req/s at p95 {p['p95_ms']:.1f} ms")
     print(f"sweep: {out}_sweep.md, {out}_sweep.csv, {out}_sweep.json"
           + (f", {png}" if png else " (no plot: matplotlib missing)"))
     return worst
@@ -216,4 +257,4 @@ def sweep(args: argparse.Namespace) -> int:
 
 def vars_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if k != "func"}
+            if k not in ("func", "users")}

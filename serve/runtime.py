@@ -47,6 +47,14 @@ def python_stub() -> Path:
     return stub
 
 
+def _copy_replacing(src: Path, dest: Path) -> None:
+    """Copy beside `dest`, then rename over it: a binary that a leftover process still executes
+    can be replaced this way, where copying onto it fails with "Text file busy"."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+
+
 def prepare_backend_directory(dest: Path) -> Path:
     """Lay out `dest/python` (Triton's Python backend) and this project's Python-based backends."""
     python_dir = dest / "python"
@@ -54,8 +62,8 @@ def prepare_backend_directory(dest: Path) -> Path:
     src = pytriton_root() / "backends" / "python"
     for item in src.iterdir():
         if item.is_file():
-            shutil.copy2(item, python_dir / item.name)
-    shutil.copy2(python_stub(), python_dir / "triton_python_backend_stub")
+            _copy_replacing(item, python_dir / item.name)
+    _copy_replacing(python_stub(), python_dir / "triton_python_backend_stub")
     for backend in BACKENDS_SRC.iterdir():
         if (backend / "model.py").is_file():
             shutil.copytree(backend, dest / backend.name, dirs_exist_ok=True,

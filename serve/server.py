@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,10 +17,15 @@ from pathlib import Path
 from types import TracebackType
 
 from serve import runtime
+from serve.lifecycle import die_with_parent
 
 
 class ServerError(RuntimeError):
     """The server failed to start, become ready, or stop; the message carries the log's tail."""
+
+
+class StartCancelled(ServerError):
+    """`start()` was asked to give up (a stop signal arrived) before the server was ready."""
 
 
 def free_port() -> int:
@@ -54,6 +60,10 @@ class LocalTritonServer:
 
     Models are loaded explicitly (those that have the chosen config), readiness waits for their
     warmup, and `stop()` ends the process group and removes the Python backend's shared memory.
+    tritonserver runs in a session of its own (a Ctrl-C in the terminal reaches only this process,
+    which then drains it) and gets SIGTERM from the kernel when the thread that started it exits,
+    however it exits (SIGKILL included): it never outlives its owner. Start it from a thread that
+    lives as long as the server should (the main thread).
     """
 
     def __init__(self, repository: str | Path, *, ports: Ports | None = None,
@@ -112,15 +122,17 @@ class LocalTritonServer:
         ]
         return cmd
 
-    def start(self, timeout: float = 300.0) -> LocalTritonServer:
-        """Start and block until `/v2/health/ready`, the process exits, or `timeout` passes."""
+    def start(self, timeout: float = 300.0, cancel: threading.Event | None = None) -> LocalTritonServer:
+        """Start and block until `/v2/health/ready`, the process exits, `timeout` passes or
+        `cancel` is set; on any failure the server is stopped before the error propagates."""
         cmd = self.command()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=runtime.server_environment(), start_new_session=True, cwd=self.work_dir)
+            env=runtime.server_environment(), start_new_session=True, cwd=self.work_dir,
+            preexec_fn=die_with_parent())  # noqa: PLW1509 - prctl only, before exec
         try:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, cancel)
         except BaseException:
             self.stop()
             raise
@@ -133,15 +145,17 @@ class LocalTritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> None:
         deadline = time.monotonic() + timeout
+        cancel = cancel or threading.Event()
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} "
                                   f"before it was ready; log {self.log_path}:\n{self.log_tail()}")
             if self.is_ready():
                 return
-            time.sleep(0.25)
+            if cancel.wait(0.25):
+                raise StartCancelled("start cancelled before tritonserver was ready")
         raise ServerError(f"tritonserver not ready after {timeout:.0f} s; log {self.log_path}:\n"
                           f"{self.log_tail()}")
 

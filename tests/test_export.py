@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,69 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path) -> None:
          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "export: error: source" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- unanswering sources and TensorFlow's log lines ---
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A local socket that accepts connections (the kernel completes them) and never answers."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/google/imagenet/pnasnet_large/feature_vector/5"
+
+
+def test_server_that_accepts_but_never_answers_is_unreachable(tmp_path: Path, silent_server: str) -> None:
+    with pytest.raises(HubUnreachableError, match="the connection was accepted, no HTTP response"):
+        export_model(silent_server, tmp_path, "emb", hub_timeout=2)
+    assert repository.versions(tmp_path, "emb") == []
+
+
+def test_cli_reports_an_unanswering_source_in_one_line(tmp_path: Path, silent_server: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--source", silent_server, "--repository", str(tmp_path),
+         "--hub-timeout", "2", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("export: error: cannot reach 127.0.0.1:"), proc.stderr
+    assert "within 2 s" in lines[0] and "no HTTP response came back" in lines[0]
+
+
+def test_quiet_export_prints_only_its_result_line(tmp_path: Path) -> None:
+    """No TensorFlow start-up lines (`E0000 ... failed call to cuInit` and the like)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--source", "twin:tiny", "--repository", str(tmp_path),
+         "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert [line.split(" ->")[0] for line in proc.stdout.splitlines()] == ["exported twin:tiny (seed 0)"]
+
+
+def test_verbose_export_keeps_tensorflows_lines(tmp_path: Path) -> None:
+    from serve.tflog import GLOG_LINE
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--source", "twin:tiny", "--repository", str(tmp_path),
+         "--quiet", "--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert any(GLOG_LINE.match(line.encode()) for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_stderr_filter_drops_only_glog_lines_and_passes_partial_lines_at_once() -> None:
+    from serve.tflog import GLOG_LINE, _pump
+
+    read_fd, write_fd = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(write_fd, b"I0000 00:00:1796052578.282127    6390 port.cc:153] oneDNN custom ops\n"
+                       b"Traceback (most recent call last):\n"
+                       b"E0000 00:00:1796052583.400482    6390 cuda_platform.cc:52] failed call\n"
+                       b"\rexport: saving [00:01]")
+    os.close(write_fd)
+    _pump(read_fd, out_w, GLOG_LINE)
+    os.close(out_w)
+    with os.fdopen(out_r, "rb") as out:
+        assert out.read() == b"Traceback (most recent call last):\n\rexport: saving [00:01]"

@@ -509,7 +509,7 @@ def test_project_image_matches_the_manifests_and_the_package(render: dict[str, R
 
 def test_load_test_variables_are_ones_the_locustfile_reads(render: dict[str, Rendered]) -> None:
     """A misspelt LOADTEST_* variable would be ignored silently; each must be a declared option."""
-    from loadtest.settings import OPTIONS
+    from loadtest.options import OPTIONS
 
     known = {opt.env for opt in OPTIONS}
     maps = [d for d in render["loadtest"].docs if d["kind"] == "ConfigMap"]

@@ -6,14 +6,14 @@ Each run lasts a few seconds; nothing here asserts how fast anything was.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 180  # a hung run fails the test instead of the session
@@ -31,19 +31,20 @@ def loadtest(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.
 
 def assert_clean_report(proc: subprocess.CompletedProcess, report: dict[str, Any] | None,
                         batch: int = 1) -> None:
-    """Zero failures, every summary field present and consistent, and the server-side split."""
+    """Zero failures, every figure present and consistent, and the server-side split."""
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report is not None
-    summary = report["summary"]
-    assert summary["requests"] > 0 and summary["failures"] == 0 and report["failures_by_type"] == {}
-    lat = report["latency_ms"]
-    assert set(lat) == {"p50", "p90", "p95", "p99", "max", "avg"}
-    assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"] + 1
-    assert report["requests_per_s"] > 0
-    assert report["images_per_s"] == pytest.approx(report["requests_per_s"] * batch, rel=0.01)
+    flow, lat = report["throughput"], report["latency_ms"]
+    assert flow["requests"] > 0 and flow["failures"] == 0 and report["failures_by_type"] == {}
+    # Every answered request's latency reached the (merged) histogram.
+    assert lat["count"] == flow["requests"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["p999"] \
+        <= lat["max"]
+    assert flow["requests_per_s"] > 0
+    assert flow["images"] == flow["requests"] * batch
     server = report["server"]
     assert "error" not in server, server
-    assert server["requests"] >= summary["requests"] and server["counts_match"], server
+    assert server["requests"] >= flow["requests"] and server["counts_match"], server
     assert server["images"] == server["requests"] * batch
     assert server["executions"] > 0 and server["avg_batch"] >= 1.0
     assert server["queue_ms"] >= 0 and server["compute_ms"] > 0
@@ -56,11 +57,48 @@ def assert_clean_report(proc: subprocess.CompletedProcess, report: dict[str, Any
     assert Path(files["html"]).stat().st_size > 0 and Path(files["csv"]).exists()
 
 
+def documented_fields() -> set[str]:
+    """Field names of the README's table of the JSON report (`a.b`, `c` -> a.b, a.c)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("**The report, `<out>.json`, field by field.**"):]
+    table = table[:table.index("\n\n", table.index("| field |"))]
+    names: set[str] = set()
+    for line in (row for row in table.splitlines() if row.startswith("| `")):
+        tokens = re.findall(r"`([^`]+)`", line.split("|")[1])
+        prefix = tokens[0].rsplit(".", 1)[0] + "." if "." in tokens[0] else ""
+        names |= {tokens[0]} | {prefix + t for t in tokens[1:]}
+    return {n.removesuffix(".*") for n in names}
+
+
+def assert_documented(report: dict[str, Any]) -> None:
+    """Every field of a real report is in the README's table, and each figure appears once."""
+    documented = documented_fields()
+
+    def covered(key: str) -> bool:
+        return any(key in (d, d.removesuffix("[]")) or key.startswith((d + ".", d + "[]"))
+                   for d in documented)
+
+    def walk(value: Any, key: str = "") -> list[str]:
+        if isinstance(value, dict) and value:
+            return [k for name, v in value.items() for k in walk(v, f"{key}.{name}" if key else name)]
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return walk(value[0], key + "[]")
+        return [key]
+
+    keys = walk(report)
+    missing = sorted(k for k in keys if not covered(k))
+    assert not missing, f"report fields missing from README.md: {missing}"
+    leaves = [k.rsplit(".", 1)[-1] for k in keys if not k.startswith("steps[]")]
+    for figure in ("p50", "p95", "p99", "requests_per_s", "images_per_s", "error_rate"):
+        assert leaves.count(figure) == 1, (figure, [k for k in keys if k.endswith(figure)])
+
+
 def test_grpc_user_fixed_users_with_slo_that_holds(grpc_url: str, tmp_path: Path) -> None:
     out = str(tmp_path / "grpc")
     proc, report = loadtest("--host", grpc_url, "--users", "3", "--duration", "3s", "--out", out,
                             "--max-p95-ms", "600000", "--max-error-rate", "0", "--min-rps", "0.1")
     assert_clean_report(proc, report)
+    assert_documented(report)
     assert report["locust"]["user_classes"] == ["EmbeddingGrpcUser"]
     assert report["config"]["shape"] == "fixed"
     assert "SLO: passed" in proc.stdout and "server:" in proc.stdout and "p95" in proc.stdout
@@ -91,6 +129,7 @@ def test_compact_transport_splits_time_over_the_ensemble(grpc_url: str, tmp_path
     models = report["server"]["models"]  # the ensemble's steps: conversion, then the model
     assert "pnasnet_large" in models and len(models) == 2
     assert report["server"]["batching_model"] == "pnasnet_large"
+    assert_documented(report)
 
 
 def test_stepped_ramp_reports_each_step(grpc_url: str, tmp_path: Path) -> None:
@@ -100,8 +139,11 @@ def test_stepped_ramp_reports_each_step(grpc_url: str, tmp_path: Path) -> None:
     assert_clean_report(proc, report)
     steps = report["steps"]
     assert [s["users"] for s in steps] == [1, 2]
-    assert sum(s["requests"] for s in steps) == report["summary"]["requests"]
-    assert all(s["failures"] == 0 and s["p95_ms"] > 0 for s in steps)
+    assert sum(s["throughput"]["requests"] for s in steps) == report["throughput"]["requests"]
+    # The steps' exact histograms split the run's (worker reports land in the step they reach).
+    assert sum(s["latency_ms"]["count"] for s in steps) == report["latency_ms"]["count"]
+    assert_documented(report)
+    assert all(s["throughput"]["failures"] == 0 and s["latency_ms"]["p95"] > 0 for s in steps)
 
 
 def test_open_loop_arrival_rate(grpc_url: str, tmp_path: Path) -> None:
@@ -111,7 +153,7 @@ def test_open_loop_arrival_rate(grpc_url: str, tmp_path: Path) -> None:
     assert_clean_report(proc, report)
     assert report["config"]["shape"] == "arrival-rate"
     lag = report["generator"]["schedule_lag"]
-    assert lag["requests"] >= report["summary"]["requests"] and lag["max_ms"] >= 0
+    assert lag["requests"] >= report["throughput"]["requests"] and lag["max_ms"] >= 0
 
 
 def test_sweep_writes_table_plot_and_knee(grpc_url: str, tmp_path: Path) -> None:
@@ -122,13 +164,18 @@ def test_sweep_writes_table_plot_and_knee(grpc_url: str, tmp_path: Path) -> None
                           cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(Path(f"{out}_sweep.json").read_text())
-    assert [r["load"] for r in result["rows"]] == ["1 users", "2 users"]
+    assert [r["users"] for r in result["rows"]] == [1, 2]
     assert all(r["rps"] > 0 and r["error_rate"] == 0 and r["compute_ms"] > 0 for r in result["rows"])
     assert result["knee"] in (0, 1) and result["peak"] in (0, 1)
     assert Path(f"{out}_sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "knee" in Path(f"{out}_sweep.md").read_text()
-    assert Path(f"{out}_sweep.csv").read_text().count("\n") == 3
+    with Path(f"{out}_sweep.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(v == "" or float(v) >= 0 for r in rows for v in r.values())
     assert "knee:" in proc.stdout
+    # Per level, only its JSON report is kept unless the Locust HTML is asked for.
+    kept = sorted(p.name for p in Path(f"{out}_sweep_levels").iterdir())
+    assert kept == ["level0.json", "level1.json"], kept
 
 
 def test_slo_gate_fails_when_a_threshold_is_missed(grpc_url: str, tmp_path: Path) -> None:
@@ -136,7 +183,7 @@ def test_slo_gate_fails_when_a_threshold_is_missed(grpc_url: str, tmp_path: Path
     proc, report = loadtest("--host", grpc_url, "--user", "raw", "--users", "1", "--duration", "2s",
                             "--out", out, "--max-p95-ms", "0.001", "--min-rps", "1000000")
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert report["summary"]["failures"] == 0  # the run itself was fine
+    assert report["throughput"]["failures"] == 0  # the run itself was fine
     assert not report["slo"]["passed"] and len(report["slo"]["violations"]) == 2
     assert "SLO: MISSED" in proc.stdout
     gate = subprocess.run([sys.executable, "-m", "loadtest", "gate", f"{out}.json",
@@ -157,17 +204,21 @@ def test_locustfile_alone_configured_by_environment(grpc_url: str, tmp_path: Pat
                           text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     data = json.loads(extras.read_text())
-    assert data["user_classes"] == ["RawTensorUser"]
-    assert data["summary"]["requests"] > 0 and data["summary"]["failures"] == 0
-    assert data["summary"]["images"] == 2 * data["summary"]["requests"]
+    assert data["locust"]["user_classes"] == ["RawTensorUser"]
+    flow = data["throughput"]
+    assert flow["requests"] > 0 and flow["failures"] == 0 and flow["images"] == 2 * flow["requests"]
+    assert data["latency_ms"]["count"] == flow["requests"]
     assert data["slo"]["violations"] and not data["slo"]["passed"]
+    assert "exact latency ms: p50" in proc.stderr  # what `kubectl logs` of the master shows
 
 
 def test_multi_process_run_keeps_every_request(grpc_url: str, tmp_path: Path) -> None:
     out = str(tmp_path / "procs")
     proc, report = loadtest("--host", grpc_url, "--user", "raw", "--processes", "2", "--users", "2",
                             "--duration", "3s", "--out", out)
-    assert_clean_report(proc, report)  # counts_match: the workers' statistics all reached the master
+    # counts_match: the workers' statistics all reached the master; latency count = requests: so
+    # did every latency each worker process recorded, merged into one histogram.
+    assert_clean_report(proc, report)
     assert report["locust"]["runner"] == "MasterRunner" and report["locust"]["workers"] == 2
 
 
@@ -176,5 +227,86 @@ def test_grpc_user_five_runs_in_a_row_each_exit_by_themselves(grpc_url: str, tmp
         out = str(tmp_path / f"again{i}")
         proc, report = loadtest("--host", grpc_url, "--users", "2", "--duration", "2s", "--out", out)
         assert proc.returncode == 0, f"run {i}: {proc.stdout}{proc.stderr}"
-        assert report["locust_exited_by_itself"] and report["locust_exit_code"] == 0
-        assert report["summary"]["requests"] > 0 and report["summary"]["failures"] == 0
+        assert report["locust"]["exited_by_itself"] and report["locust"]["exit_code"] == 0
+        assert report["throughput"]["requests"] > 0 and report["throughput"]["failures"] == 0
+
+
+# -- the target is checked before a run starts ---------------------------------------------------
+def assert_refused(proc: subprocess.CompletedProcess, out: str, *words: str) -> None:
+    """Exit 5 at once with one clear line, no Locust run, no report, no 'reliable' verdict."""
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    problem = [line for line in proc.stderr.splitlines() if line.startswith("loadtest: ")]
+    assert len(problem) == 1 and all(w in problem[0] for w in words), proc.stderr
+    assert "locust:" not in proc.stdout and "reliable" not in proc.stdout + proc.stderr
+    assert not Path(f"{out}.json").exists() and not Path(f"{out}.locust.log").exists()
+
+
+def test_no_server_at_the_address_fails_at_once(tmp_path: Path) -> None:
+    from serve.server import free_port
+
+    out = str(tmp_path / "nothing")
+    proc, _ = loadtest("--host", f"127.0.0.1:{free_port()}", "--duration", "60s", "--out", out)
+    assert_refused(proc, out, "no Triton server answers", "--host")
+
+
+def test_the_http_port_given_as_the_grpc_address_fails_at_once(server, tmp_path: Path) -> None:  # noqa: ANN001
+    out = str(tmp_path / "wrong")
+    proc, _ = loadtest("--host", server.http_url.split("://")[-1], "--duration", "60s",
+                       "--out", out)
+    assert_refused(proc, out, "no Triton server answers over grpc")
+
+
+def test_a_model_that_is_not_loaded_fails_at_once(grpc_url: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "nomodel")
+    proc, _ = loadtest("--host", grpc_url, "--model", "no_such_model", "--duration", "60s",
+                       "--out", out)
+    assert_refused(proc, out, "'no_such_model'", "not loaded")
+
+
+def test_a_missing_uint8_ensemble_fails_at_once(grpc_url: str, tmp_path: Path) -> None:
+    """The float model is there, its `_uint8` ensemble is not: the compact transport can't run."""
+    out = str(tmp_path / "noensemble")
+    model = "pnasnet_large_uint8_to_float"  # loaded, but nothing is exported beside it
+    proc, _ = loadtest("--host", grpc_url, "--model", model, "--transport", "uint8",
+                       "--duration", "60s", "--out", out)
+    assert_refused(proc, out, f"'{model}_uint8'", "ensemble")
+
+
+def test_float_still_works_as_the_transport_name(grpc_url: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "oldname")
+    proc, report = loadtest("--host", grpc_url, "--user", "raw", "--transport", "float",
+                            "--users", "1", "--duration", "2s", "--out", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"transport 'float' is deprecated; use 'float32'", proc.stderr)
+    assert report["config"]["transport"] == "float32"
+
+
+def test_sigterm_to_the_load_test_alone_stops_its_locust(grpc_url: str, tmp_path: Path) -> None:
+    """Locust runs in a session of its own: a TERM to `python -m loadtest` must still end it."""
+    import signal
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "--host", grpc_url, "--users", "2",
+                             "--duration", "120s", "--out", str(tmp_path / "term")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        locust: list[psutil.Process] = []
+        while time.monotonic() < deadline and not locust:
+            locust = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                      if "locust" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert locust, "Locust never started"
+        time.sleep(2)  # users running
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+        gone, alive = psutil.wait_procs(locust, timeout=15)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
