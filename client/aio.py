@@ -37,6 +37,8 @@ class AsyncEmbeddingClient(ClientCore):
     the event loop that will use it: gRPC's asyncio channel belongs to that loop.
     """
 
+    _asyncio = True
+
     def _setup(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
 

@@ -96,6 +96,8 @@ class ClientCore:
             with a `dns:///` URL of a headless Service (they are added to tritonclient's own).
     """
 
+    _asyncio = False  # what the client waits with: threads, or an event loop
+
     def __init__(self, url: str | None = None, model: str | None = None, *,
                  protocol: str | None = None, payload: str | None = None,
                  transport: Transport | str | None = None, uint8_model: str | None = None,
@@ -116,6 +118,9 @@ class ClientCore:
         if compact_model is not None:
             _deprecated("compact_model=", "uint8_model=")
             uint8_model = uint8_model or compact_model
+        if transport is not None and transport.is_async != self._asyncio:
+            raise TypeError(f"{type(self).__name__} needs {'an asyncio' if self._asyncio else 'a blocking'} "
+                            f"transport, got {type(transport).__name__}")
         self._io: Transport | None = transport
         self.connection = transport.conn if transport is not None else Connection.make(
             url, protocol or env_protocol(), ssl=ssl, root_certificates=root_certificates,
@@ -241,7 +246,7 @@ class ClientCore:
         while not (yield from self._is_ready()):
             if time.monotonic() >= deadline:
                 raise ServerUnavailableError(
-                    f"model {self.model!r} at {self.url} not ready after {timeout:.0f} s",
+                    f"model {self.model!r} at {self.url} not ready after {timeout:g} s",
                     transient=False)
             yield Sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
 

@@ -239,7 +239,7 @@ def test_health_readiness_and_statistics(kind: str) -> None:
     assert c.statistics("pnasnet_large").inference_count == 0
     c.fake.live_now = False
     assert not c.is_ready()
-    with pytest.raises(ServerUnavailableError, match="not ready after 0 s"):
+    with pytest.raises(ServerUnavailableError, match="not ready after 0.05 s"):
         c.wait_until_ready(timeout=0.05, interval=0.01)
     c.fake.fail("live", c.fake.unavailable())
     assert c.is_live() is False  # never raises
@@ -285,6 +285,13 @@ def test_sync_and_async_clients_offer_the_same_methods() -> None:
         sync, other = getattr(EmbeddingClient, name), getattr(AsyncEmbeddingClient, name)
         if callable(sync) and not isinstance(sync, type):
             assert inspect.signature(sync) == inspect.signature(other), name
+
+
+def test_a_transport_of_the_other_kind_is_refused() -> None:
+    with pytest.raises(TypeError, match="needs a blocking transport, got AsyncFakeTransport"):
+        EmbeddingClient(transport=AsyncFakeTransport())
+    with pytest.raises(TypeError, match="needs an asyncio transport, got FakeTransport"):
+        AsyncEmbeddingClient(transport=FakeTransport())
 
 
 def test_a_fake_model_can_stand_for_any_contract() -> None:
