@@ -96,7 +96,9 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+    invoked = Path(sys.argv[0]).name
+    prog = "python -m client" if invoked in ("__main__.py", "-c", "") else invoked
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("embed", help="embed images into a .npy file")

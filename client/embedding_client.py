@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from client.core import ClientCore, _deprecated, l2_normalize
+from client.core import STEP_VERSION_TTL, ClientCore, _deprecated, l2_normalize
 from client.model_info import ModelInfo
 from client.ops import Call, Pipeline, Prepare, Sleep, Steps, drive
 from client.pipeline import Embeddings, EmbedResult, ItemFailure, Plan
@@ -37,7 +37,8 @@ DEFAULT_URL = DEFAULT_GRPC_URL
 #: Old name of `client.settings.UINT8_SUFFIX`.
 COMPACT_SUFFIX = UINT8_SUFFIX
 
-__all__ = ["COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "EmbedResult", "EmbeddingClient",
+__all__ = ["COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "STEP_VERSION_TTL", "EmbedResult",
+           "EmbeddingClient",
            "Embeddings", "ItemFailure", "compact_model_name", "default_url", "l2_normalize",
            "translate", "uint8_model_name"]
 
