@@ -29,23 +29,35 @@ from client.model_info import ModelInfo
 from client.ops import Call, Pipeline, Prepare, Sleep, Steps, drive
 from client.pipeline import Embeddings, EmbedResult, ItemFailure, Plan
 from client.preprocess import ImageInput, to_model_input
-from client.settings import DEFAULT_GRPC_URL, DEFAULT_MODEL, UINT8_SUFFIX, uint8_model_name
+from client.settings import (
+    DEFAULT_GRPC_URL,
+    DEFAULT_MODEL,
+    PAYLOADS,
+    UINT8_SUFFIX,
+    check_payload,
+    uint8_model_name,
+)
 from client.stats import ModelStats
 from client.transport import Transport, default_url, open_transport, translate
 
 DEFAULT_URL = DEFAULT_GRPC_URL
-#: Old name of `client.settings.UINT8_SUFFIX`.
+#: Old names of `client.settings.UINT8_SUFFIX` and `client.settings.PAYLOADS`.
 COMPACT_SUFFIX = UINT8_SUFFIX
+TRANSPORTS = PAYLOADS
 
-__all__ = ["COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "STEP_VERSION_TTL", "EmbedResult",
-           "EmbeddingClient",
-           "Embeddings", "ItemFailure", "compact_model_name", "default_url", "l2_normalize",
-           "translate", "uint8_model_name"]
+__all__ = ["COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "STEP_VERSION_TTL", "TRANSPORTS",
+           "EmbedResult", "EmbeddingClient", "Embeddings", "ItemFailure", "compact_model_name",
+           "default_url", "l2_normalize", "normalize_transport", "translate", "uint8_model_name"]
 
 
 def compact_model_name(model: str) -> str:
     """Old name of `client.settings.uint8_model_name` (still works)."""
     return uint8_model_name(model)
+
+
+def normalize_transport(value: str) -> str:
+    """Old name of `client.settings.check_payload`."""
+    return check_payload(value, "transport")
 
 
 def _gevent_patched() -> bool:
