@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from client.core import ClientCore
+from client.embedding_client import _gevent_patched
 from client.errors import EmbeddingError
 from client.model_info import ModelInfo
 from client.ops import Call, Pipeline, Prepare, Sleep, Steps, adrive
@@ -43,6 +44,12 @@ class AsyncEmbeddingClient(ClientCore):
         self._pool: ThreadPoolExecutor | None = None
 
     def _open_transport(self) -> Transport:
+        if self.protocol == "grpc" and _gevent_patched():
+            # grpc.aio never answers once gevent has patched threads (Locust does): say so
+            # instead of hanging.
+            raise EmbeddingError("AsyncEmbeddingClient over gRPC cannot run in a gevent-patched "
+                                 "process (Locust imports patch it): use EmbeddingClient, or "
+                                 "protocol='http'")
         return open_transport(self.connection, asyncio=True)
 
     # -- the driver: where this client awaits -----------------------------------------------------

@@ -299,3 +299,22 @@ def test_a_fake_model_can_stand_for_any_contract() -> None:
     fake.models["other"] = FakeModel("other", "FP32", 6, 6, 3, 1)
     with EmbeddingClient(transport=fake, model="other") as c:
         assert c.embed(image(0)).shape == (3,) and c.info.size == (6, 6)
+
+
+def test_asyncio_grpc_in_a_gevent_patched_process_says_why_instead_of_hanging() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import asyncio\n"
+            "from client import AsyncEmbeddingClient, EmbeddingError\n"
+            "async def go():\n"
+            "    try:\n"
+            "        await AsyncEmbeddingClient('127.0.0.1:1').get_info()\n"
+            "    except EmbeddingError as exc:\n"
+            "        print(exc)\n"
+            "asyncio.run(go())\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "cannot run in a gevent-patched process" in out and "protocol='http'" in out
