@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test test-unit serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer export-onnx serve-onnx lint clean
+.PHONY: venv demo test test-unit serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer bench-metrics export-onnx serve-onnx lint clean bench-cpu serve-tf
 
 venv: $(STAMP)
 
@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 -include k8s/tools.mk
+-include k8s/monitoring-tools.mk
 
 demo: venv
 	$(PY) -m demo --repository $(REPO) --model $(MODEL)
@@ -118,6 +119,20 @@ $(PERF_ANALYZER): | venv
 LOADGEN_ARGS ?=
 bench-loadgen: venv $(PERF_ANALYZER)
 	$(PY) -m bench.loadgen_bench --concurrency 8,32 $(LOADGEN_ARGS)
+
+# Triton's latency summaries (summary_latencies=true): req/s and p95 with and without, same load.
+bench-metrics: venv
+	$(PY) -m bench.metrics_cost_bench
+
+# CPU serving: TensorFlow vs OpenVINO f32/bf16 vs onnxruntime in process (batch 1, 8), then the local
+# Triton end to end on the TensorFlow and OpenVINO configs with the load test (faithful twin).
+bench-cpu: venv
+	$(PY) bench/optimize_bench.py --source twin:pnasnet_large --rounds 3 --json reports/bench-cpu.json
+
+# The local server on TensorFlow instead of the default OpenVINO IR.
+serve-tf: venv
+	@ls -d $(REPO)/$(MODEL)/[0-9]* >/dev/null 2>&1 || $(MAKE) --no-print-directory export
+	$(PY) -m serve --repository $(REPO) --config-name local_tf
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,8 @@ from client.errors import ModelContractError
 
 #: Input types the client can produce: the model's float input, or 8-bit pixels (the uint8 payload).
 SUPPORTED_INPUT_TYPES = ("FP32", "UINT8")
+# Images per request for a model that takes a dynamic batch without a batcher (max_batch_size 0).
+UNBATCHED_REQUEST_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class ModelInfo:
         out_shape = [int(d) for d in out["shape"]]
         if max_batch > 0:  # metadata shapes include the batch dimension as -1
             in_shape, out_shape = in_shape[1:], out_shape[1:]
+        elif len(in_shape) == 4 and in_shape[0] == -1 and out_shape[:1] == [-1]:
+            # No batcher but a dynamic first dim (Triton's OpenVINO backend): any batch per request.
+            in_shape, out_shape = in_shape[1:], out_shape[1:]
+            max_batch = UNBATCHED_REQUEST_IMAGES
         if len(in_shape) != 3 or in_shape[2] != 3 or len(out_shape) != 1:
             raise ModelContractError(
                 f"model {metadata.get('name')!r} takes {in_shape} -> {out_shape}; expected "

@@ -47,7 +47,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", default="20s")
     p.add_argument("--work-dir", type=Path, default=Path("build/demo"))
     p.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
+    p.add_argument("--config-name", default="cpu",
+                   help="local server config: cpu (OpenVINO, the default) or local_tf (TensorFlow)")
     return p
+
+
+def serving_line(server: LocalTritonServer, model: str) -> str:
+    """Which engine and precision the server runs `model` with, read from its live config."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+        cfg = triton.get_model_config(model, as_json=True)["config"]
+    backend = cfg.get("backend") or cfg.get("platform", "?")
+    params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    where = f"backend {backend}, configs/{server.config_name}.pbtxt"
+    if backend == "openvino_cpu":
+        import openvino as ov
+
+        from export.openvino import default_precision
+
+        asked = params.get("INFERENCE_PRECISION", "auto").lower()
+        native = default_precision()
+        precision = native if asked == "auto" else asked
+        why = (f"OpenVINO's choice on this CPU ({'native bf16' if native == 'bf16' else 'no native bf16'})"
+               if asked == "auto" else "set in the config")
+        return (f"engine: OpenVINO {ov.__version__.split('-')[0]} on the IR ({where}); "
+                f"precision {precision}, {why}")
+    if backend == "savedmodel_cpu":
+        import importlib.metadata
+
+        return (f"engine: TensorFlow {importlib.metadata.version('tensorflow')} on the SavedModel "
+                f"({where}); precision f32")
+    return f"engine: {where}"
 
 
 def available_memory_gb() -> float:
@@ -196,11 +227,13 @@ def _demo(args: argparse.Namespace, signals: ShutdownSignals) -> int:
     start = time.monotonic()
     export(args)
     banner("2. start the local Triton server (CPU)")
-    server = LocalTritonServer(args.repository, ports=Ports.from_env(), work_dir=args.work_dir)
+    server = LocalTritonServer(args.repository, ports=Ports.from_env(), work_dir=args.work_dir,
+                               config_name=args.config_name)
     print(f"log: {server.log_path}", flush=True)
     try:
         server.start(timeout=600)
         print(f"ready in {time.monotonic() - start:.0f} s since the demo started: grpc {server.grpc_url}")
+        print(serving_line(server, args.model), flush=True)
         with EmbeddingClient(server.grpc_url, args.model, payload="float32") as client:
             embed_samples(client)
         show_batching(server, args.model)

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the result line")
     p.add_argument("--verbose", action="store_true",
                    help="keep TensorFlow's own log lines (hidden by default)")
+    p.add_argument("--no-openvino", dest="openvino", action="store_false",
+                   help="skip the OpenVINO IR (model.xml beside model.savedmodel, parity-checked); "
+                        "the local server then serves TensorFlow")
     # --- optimized serving paths (export/onnx.py, export/tftrt.py) ---
     from export import onnx, tftrt
 
@@ -51,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     from export.pipeline import export_model
 
     say = Steps(quiet=args.quiet)
-    kwargs = dict(seed=args.seed, keep=args.keep, hub_timeout=args.hub_timeout, progress=say)
+    kwargs = dict(seed=args.seed, keep=args.keep, hub_timeout=args.hub_timeout, progress=say,
+                  openvino=args.openvino)
     try:
         # --- optimized serving paths: their options and needs (TensorRT, a GPU) are checked first
         from export import onnx, tftrt
@@ -76,6 +80,12 @@ def _run(args: argparse.Namespace) -> int:
           f"({result.interface.input_name} {list(result.interface.input_dims)} -> "
           f"{result.interface.output_name} {list(result.interface.output_dims)}; "
           f"max abs diff {result.max_abs_diff:.3g}; {result.seconds:.1f} s)", flush=True)
+    if result.openvino:
+        par = result.openvino["parity"]
+        print(f"OpenVINO IR {result.openvino['openvino_version']}: f32 max abs diff "
+              f"{par['f32']['max_abs_diff'] / par['f32']['max_abs_reference']:.2g} of max |output|, "
+              f"bf16 min cosine {par['bf16']['min_cosine']:.6f} on {par['f32']['images']} images; "
+              f"this CPU runs it at {result.openvino['default_precision_here']}", flush=True)
     # --- optimized serving paths, built from the version just written ---
     from export import onnx, tftrt
 

@@ -15,7 +15,9 @@ client, where they are fast (client/preprocess.py).
 Both new models get one config per config variant of the model (config.pbtxt for the GPU
 deployment, configs/<name>.pbtxt for `--model-config-name=<name>`, cpu for the local server),
 read from the model's folder on disk: the ensemble's `max_batch_size` must not exceed the
-model's, which differs between variants. A deployment that loads models explicitly must load
+model's, which differs between variants. A variant without a batcher (`max_batch_size: 0` and a
+dynamic first dim, as Triton's OpenVINO backend needs) gets the same shape in both new models, so a
+request of any number of images flows through unchanged. A deployment that loads models explicitly must load
 `<model>_uint8` and `<model>_uint8_to_float` too.
 """
 
@@ -86,8 +88,14 @@ def ensemble_config(model: str, cfg: mc.ModelConfig) -> mc.ModelConfig:
 
 
 def _supported(cfg: mc.ModelConfig) -> bool:
-    return (len(cfg.input) == 1 and len(cfg.output) == 1 and cfg.max_batch_size > 0
-            and cfg.input[0].data_type == mc.TYPE_FP32 and len(cfg.input[0].dims) == 3)
+    """One float32 image input; batched by Triton (dims [H, W, 3]) or, without a batcher
+    (max_batch_size 0, e.g. Triton's OpenVINO backend), by a dynamic first dim ([-1, H, W, 3])."""
+    if len(cfg.input) != 1 or len(cfg.output) != 1 or cfg.input[0].data_type != mc.TYPE_FP32:
+        return False
+    dims = list(cfg.input[0].dims)
+    if cfg.max_batch_size > 0:
+        return len(dims) == 3
+    return len(dims) == 4 and dims[0] == -1
 
 
 def all_configs(repo: Path, model: str) -> dict[str, dict[str, mc.ModelConfig]]:

@@ -24,12 +24,16 @@ class ExportResult:
     configs: list[Path]
     pruned: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    openvino: dict | None = None  # the IR's provenance record (export/openvino.py), None if skipped
 
 
 def export_model(source: str, repo: Path, model: str, *, seed: int = 0, keep: int | None = None,
                  hub_timeout: float = HUB_TIMEOUT_S, tolerance: float = fidelity.TOLERANCE,
-                 progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Write the next version of `model` under `repo` from `source`; nothing numbered on failure."""
+                 progress: Callable[[str], None] | None = None, openvino: bool = True) -> ExportResult:
+    """Write the next version of `model` under `repo` from `source`; nothing numbered on failure.
+
+    With `openvino` the version also holds the OpenVINO IR, checked against TensorFlow first.
+    """
     import tensorflow as tf
 
     say = progress or (lambda _msg: None)
@@ -50,10 +54,18 @@ def export_model(source: str, repo: Path, model: str, *, seed: int = 0, keep: in
         diff = fidelity.max_abs_difference(module, saved, iface)
         say(f"max abs difference {diff:.3g} (tolerance {tolerance:g})")
         fidelity.check(diff, tolerance)
+        ov_record = None
+        if openvino:  # export/openvino.py: IR + parity, still in staging
+            from export import openvino as ov_path
+
+            def reference(x):  # noqa: ANN001, ANN202 - the module proven identical to the SavedModel
+                return module.serve(tf.constant(x))[iface.output_name].numpy()
+
+            ov_record = ov_path.add_to_staging(staging, iface, say, tensorflow=reference)
         version = repository.commit_version(staging, repo, model)
         staging = None
         say(f"committed version {version}")
-        configs = model_config.write_configs(repo, model, iface)
+        configs = model_config.write_configs(repo, model, iface, openvino=openvino)
         # Compact transport: the <model>_uint8 ensemble (uint8 pixels in), see export/ensemble.py.
         configs += ensemble.write_ensemble(repo, model)
         pruned = repository.prune(repo, model, keep) if keep else []
@@ -65,4 +77,4 @@ def export_model(source: str, repo: Path, model: str, *, seed: int = 0, keep: in
         loaded.cleanup()
     return ExportResult(loaded.description, model, version,
                         repository.model_dir(repo, model) / str(version), iface, diff, configs,
-                        pruned, time.monotonic() - start)
+                        pruned, time.monotonic() - start, ov_record)

@@ -6,6 +6,10 @@ process that runs users, each successful request's latency goes into the process
 workers ship what they recorded with each report to the master (`report_to_master`), which merges
 it (`worker_report`) into the run's histogram and the current step's. A single process merges its
 own. At the end the master (or the single process) writes the extras file the runner reads.
+
+Locust itself is imported inside the functions that run in a Locust process: importing it
+monkey-patches the standard library, which must not happen as a side effect of importing this
+module (a test process that already uses ssl would recurse forever).
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import events
-from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest.latency import Latencies
 from loadtest.options import Settings, add_locust_options
@@ -159,6 +161,8 @@ def _watch_event_loop(state: RunState) -> None:
 def register() -> None:
     """Attach the listeners (the locustfile calls this once on import); the per-run ones are bound
     to their environment when Locust initialises it."""
+    from locust import events
+
     events.init_command_line_parser.add_listener(add_locust_options)
     events.init.add_listener(on_init)
 
@@ -166,6 +170,8 @@ def register() -> None:
 def on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
     """Bind the run's listeners to this environment; run only the chosen user kind unless User
     classes were named; check the options early."""
+    from locust.runners import WorkerRunner
+
     settings = Settings.from_options(environment.parsed_options)
     state = state_of(environment)
     ev = environment.events
@@ -193,6 +199,8 @@ def on_request(state: RunState, exception: Any = None, name: str = "", response_
 
 
 def on_test_start(environment: Any, state: RunState) -> None:
+    from locust.runners import MasterRunner
+
     if not isinstance(environment.runner, MasterRunner) and state.watcher is None:
         state.watcher = gevent.spawn(_watch_event_loop, state)
 
@@ -221,6 +229,8 @@ def on_cpu_warning(state: RunState, cpu_usage: float) -> None:
 
 def on_quitting(environment: Any, state: RunState) -> None:
     """On the master (or a single process): exact latency, steps, generator health, SLO verdict."""
+    from locust.runners import MasterRunner, WorkerRunner
+
     runner = environment.runner
     if runner is None or isinstance(runner, WorkerRunner):
         return

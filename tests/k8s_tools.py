@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 TOOLS = REPO / ".venv-k8s" / "bin"
 # Every kustomization the checks render (a test fails when one in the tree is missing here).
-TRITON_OVERLAYS = ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx"]
+TRITON_OVERLAYS = ["gpu", "gpu-trt", "cpu", "s3", "gcs", "gpu-onnx", "cpu-openvino"]
 KUSTOMIZATIONS = {
     **{name: K8S / "overlays" / name for name in TRITON_OVERLAYS},
     "export": K8S / "export",

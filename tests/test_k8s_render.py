@@ -25,7 +25,7 @@ K8S = REPO / "k8s"
 NAMESPACE = "pnasnet"
 # Oldest supported release (README prerequisites) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-CRD_KINDS = {"PodMonitor", "ServiceMonitor"}
+CRD_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 # YAML is parsed by PyYAML in .venv-k8s (the project's own .venv does not carry a YAML library).
 def dump(*docs: dict[str, Any]) -> str:
     """A YAML stream of the given objects (JSON documents are valid YAML)."""
@@ -89,7 +89,8 @@ def test_kustomization_renders_in_one_namespace(rendered: dict[str, Path], name:
 def test_triton_overlays_ship_the_whole_serving_stack(rendered: dict[str, Path], name: str) -> None:
     kinds = sorted(d["kind"] for d in documents(rendered[name].read_text()))
     expected = ["Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
-                "PodDisruptionBudget", "PodMonitor", "Service", "Service", "ServiceAccount"]
+                "PodDisruptionBudget", "PodMonitor", "Service", "Service", "ServiceAccount",
+                "PrometheusRule", "ConfigMap"]  # alerts, and the Grafana dashboard
     if name in ("s3", "gcs"):
         expected.append("ConfigMap")  # the repository URL
     else:
@@ -109,8 +110,8 @@ def test_manifests_validate_against_kubernetes_schemas(rendered: dict[str, Path]
     # Every built-in resource was checked; the only ones without a schema are the CRD kinds.
     assert len(passed) == expected_builtin
     assert len(warned) == expected_crds
-    assert all(re.search(r"kind (PodMonitor|ServiceMonitor) with api version monitoring\.coreos\.com/", w)
-               for w in warned), warned
+    crd = r"kind (PodMonitor|ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/"
+    assert all(re.search(crd, w) for w in warned), warned
 
 
 def test_schema_validation_rejects_a_broken_deployment(rendered: dict[str, Path], tmp_path: Path) -> None:
@@ -137,7 +138,7 @@ def test_monitoring_resources_conform_to_the_prometheus_operator_crds(rendered: 
     code, results = validate_crds(list(rendered.values()))
     assert code == 0, results
     checked = {(Path(r["file"]).stem, r["kind"]) for r in results}
-    assert checked == {(name, "PodMonitor") for name in TRITON_OVERLAYS}
+    assert checked == {(name, kind) for name in TRITON_OVERLAYS for kind in ("PodMonitor", "PrometheusRule")}
     assert all(r["errors"] == [] for r in results)
 
 
@@ -160,6 +161,28 @@ def test_crd_validation_rejects_broken_monitors(rendered: dict[str, Path], tmp_p
     assert errors["typo"] == ["spec.podMetricsEndpoints[0].intervall: field not defined by the CRD"]
     assert any(e.startswith("spec.podMetricsEndpoints.0.port:") for e in errors["wrong"])
     assert any(e.startswith("spec.selector:") for e in errors["wrong"])
+
+
+def test_crd_validation_rejects_a_broken_prometheus_rule(rendered: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    rule = find(documents(rendered["gpu"].read_text()), "PrometheusRule")
+    alert = next(i for i, r in enumerate(rule["spec"]["groups"][0]["rules"]) if "alert" in r)
+    typo = copy.deepcopy(rule)
+    typo["spec"]["groups"][0]["rules"][alert]["labelz"] = {"severity": "critical"}
+    wrong = copy.deepcopy(rule)
+    wrong["spec"]["groups"][0]["rules"][alert]["for"] = "five minutes"  # not a Prometheus duration
+    del wrong["spec"]["groups"][0]["name"]
+    files = []
+    for label, doc in (("typo", typo), ("wrong", wrong)):
+        files.append(tmp_path / f"{label}.yaml")
+        files[-1].write_text(dump(doc))
+
+    code, results = validate_crds(files)
+    assert code == 1
+    errors = {Path(r["file"]).stem: r["errors"] for r in results}
+    assert errors["typo"] == [f"spec.groups[0].rules[{alert}].labelz: field not defined by the CRD"]
+    assert any(e.startswith(f"spec.groups.0.rules.{alert}.for:") for e in errors["wrong"]), errors["wrong"]
+    assert any(e.startswith("spec.groups.0.name:") for e in errors["wrong"]), errors["wrong"]
 
 
 def test_the_list_of_loaded_models_takes_a_one_line_patch(tmp_path: Path) -> None:

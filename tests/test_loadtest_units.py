@@ -404,3 +404,13 @@ def test_a_generator_that_ignores_sigterm_is_killed() -> None:
     assert stubborn.stdout.readline().strip() == "ready"
     assert stop_process_group(stubborn, grace=0.5) == -9
     assert stubborn.poll() is not None
+
+
+def test_importing_the_load_test_does_not_import_locust() -> None:
+    """Locust monkey-patches the standard library on import; a process that already uses ssl (a
+    test session, a library user) must be able to import the load test's modules safely."""
+    code = ("import ssl, sys\n"
+            "import loadtest.cli, loadtest.listeners, loadtest.runner, loadtest.sweep\n"
+            "assert 'locust' not in sys.modules, 'locust imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -44,7 +44,7 @@ def test_gpu_variants_use_the_tensorflow_backend_on_gpu(exported_repo: Path) -> 
 
 
 def test_cpu_variants(exported_repo: Path) -> None:
-    local = model_config.read(exported_repo / "pnasnet_large" / "configs/cpu.pbtxt")
+    local = model_config.read(exported_repo / "pnasnet_large" / "configs/local_tf.pbtxt")
     assert local.backend == model_config.LOCAL_BACKEND and not local.platform
     assert local.default_model_filename == "model.savedmodel"
     assert [g.kind for g in local.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]

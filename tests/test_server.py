@@ -24,7 +24,7 @@ def test_server_serves_the_cpu_config_of_the_same_repository(server: LocalTriton
 
     with grpcclient.InferenceServerClient(server.grpc_url) as triton:
         cfg = triton.get_model_config("pnasnet_large", as_json=True)["config"]
-    assert cfg["backend"] == "savedmodel_cpu"
+    assert cfg["backend"] == "openvino_cpu"  # the IR beside the SavedModel (local_tf: TensorFlow)
     assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == "5000"
 
 

@@ -1,4 +1,4 @@
-"""Validate prometheus-operator resources (PodMonitor, ServiceMonitor) offline.
+"""Validate prometheus-operator resources (PodMonitor, ServiceMonitor, PrometheusRule) offline.
 
 kubernetes-validate ships schemas for built-in kinds only. For the monitoring.coreos.com kinds this
 script uses the Pydantic models that `cloudcoil.models.prometheus_operator` generates from the
@@ -30,6 +30,7 @@ GROUP = "monitoring.coreos.com"
 MODELS: dict[str, type] = {
     f"{GROUP}/v1/PodMonitor": monitoring_v1.PodMonitor,
     f"{GROUP}/v1/ServiceMonitor": monitoring_v1.ServiceMonitor,
+    f"{GROUP}/v1/PrometheusRule": monitoring_v1.PrometheusRule,
 }
 
 
