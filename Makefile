@@ -16,7 +16,7 @@ STEP ?= 20s
 MAX_P95_MS ?= 1000
 MAX_ERROR_RATE ?= 0.001
 
-.PHONY: venv demo test serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer bench-metrics export-onnx serve-onnx lint clean bench-cpu serve-tf
+.PHONY: venv demo test test-unit serve export loadtest sweep loadtest-gate bench bench-twin bench-optimize bench-loadgen perf-analyzer bench-metrics export-onnx serve-onnx lint clean bench-cpu serve-tf
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: venv
 
 test: venv $(TEST_DEPS)
 	$(PY) -m pytest -q
+
+# The client's logic on an in-memory server (client.testing): no TensorFlow, no tritonserver.
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
 
 export: venv
 	$(PY) -m export --source $(SOURCE) --repository $(REPO) --model $(MODEL) --keep 2 \

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,32 +286,27 @@ class _Server:
 
 
 def _timed_sends(client: EmbeddingClient, latencies: list[float]) -> None:
-    """Record the client-observed latency of every request of `client`'s pipeline."""
-    original = client._async_sender
+    """Record the client-observed latency of every request of `client` (retries included)."""
+    original = client._request  # the core's steps for one request
 
-    def sender(info: Any, timeout: float | None) -> Callable:
-        send = original(info, timeout)
+    def timed(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        start = time.perf_counter()
+        try:
+            return (yield from original(*args, **kwargs))
+        finally:
+            latencies.append(time.perf_counter() - start)
 
-        async def timed(batch: np.ndarray) -> np.ndarray:
-            start = time.perf_counter()
-            try:
-                return await send(batch)
-            finally:
-                latencies.append(time.perf_counter() - start)
-
-        return timed
-
-    client._async_sender = sender  # type: ignore[method-assign]
+    client._request = timed  # type: ignore[method-assign]
 
 
 def run_once(url: str, transport: str, items: list[bytes], batch_size: int | None,
              in_flight: int) -> dict[str, Any]:
     latencies: list[float] = []
-    with EmbeddingClient(url, transport=transport, max_in_flight=in_flight,
+    with EmbeddingClient(url, payload=transport, max_in_flight=in_flight,
                          batch_size=batch_size) as c:
         info = c.info
         _timed_sends(c, latencies)
-        c.embed_many(items[:16])  # warm the event loop, channel and threads
+        c.embed_many(items[:16])  # warm the channel and threads
         latencies.clear()
         before = {m: c.statistics(m) for m in {info.name, MODEL}}
         start = time.perf_counter()

@@ -3,11 +3,11 @@
 This package is the thin client: numpy, Pillow, simplejpeg and tritonclient's gRPC API, no
 TensorFlow. `protocol="http"` needs tritonclient's HTTP extra, imported only when used;
 `AsyncEmbeddingClient` (asyncio, `tritonclient.grpc.aio`) is imported on first access.
+Names and defaults shared by the library, the CLI and the environment: `client.settings`.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -15,17 +15,17 @@ import numpy as np
 
 from client.embedding_client import (
     COMPACT_SUFFIX,
-    DEFAULT_MODEL,
     DEFAULT_URL,
     EmbeddingClient,
     compact_model_name,
-    default_url,
 )
 from client.errors import (
     AuthenticationError,
+    ClientClosedError,
     EmbeddingError,
     InferenceError,
     InvalidImageError,
+    ModelContractError,
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
@@ -34,38 +34,49 @@ from client.model_info import ModelInfo
 from client.pipeline import Embeddings, EmbedResult, ItemFailure
 from client.preprocess import ImageInput
 from client.retry import RetryPolicy
+from client.settings import (
+    DEFAULT_MODEL,
+    UINT8_SUFFIX,
+    env_model,
+    env_payload,
+    env_protocol,
+    env_url,
+    uint8_model_name,
+)
 
 __all__ = [
-    "COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "AsyncEmbeddingClient", "AuthenticationError",
-    "EmbedResult", "EmbeddingClient", "Embeddings", "EmbeddingError", "ImageInput", "InferenceError",
-    "InvalidImageError", "ItemFailure", "ModelInfo", "ModelNotReadyError", "RequestTimeoutError",
-    "RetryPolicy", "ServerUnavailableError", "compact_model_name", "embed", "embed_batch",
-    "embed_many", "get_default_client",
+    "COMPACT_SUFFIX", "DEFAULT_MODEL", "DEFAULT_URL", "UINT8_SUFFIX", "AsyncEmbeddingClient",
+    "AuthenticationError", "ClientClosedError", "EmbedResult", "EmbeddingClient", "Embeddings",
+    "EmbeddingError", "ImageInput", "InferenceError", "InvalidImageError", "ItemFailure",
+    "ModelContractError", "ModelInfo", "ModelNotReadyError", "RequestTimeoutError", "RetryPolicy",
+    "ServerUnavailableError", "compact_model_name", "embed", "embed_batch", "embed_many",
+    "get_default_client", "uint8_model_name",
 ]
 
 _default: EmbeddingClient | None = None
 _lock = threading.Lock()
 
 
-def _default_settings() -> tuple[str, str, str]:
-    return (default_url(), os.environ.get("TRITON_MODEL", DEFAULT_MODEL),
-            os.environ.get("TRITON_TRANSPORT", "auto"))
+def _default_settings() -> tuple[str, str, str, str]:
+    protocol = env_protocol()
+    return (env_url(protocol), env_model(), protocol, env_payload())
 
 
 def get_default_client() -> EmbeddingClient:
-    """A shared client for `TRITON_GRPC_URL` (default localhost:8001), created on first use.
+    """A shared client configured by the environment, created on first use.
 
-    `TRITON_MODEL` picks the model and `TRITON_TRANSPORT` the transport (default "auto": uint8
-    pixels when the server has the model's uint8 ensemble, else float32).
+    `TRITON_GRPC_URL` (or `TRITON_HTTP_URL` with `TRITON_PROTOCOL=http`), `TRITON_MODEL` and
+    `TRITON_PAYLOAD` (default "auto": uint8 pixels when the server has the model's uint8 model,
+    else float32); see `client.settings`. A wrong value raises ValueError naming the variable.
     """
     global _default
     with _lock:
-        url, model, transport = _default_settings()
+        url, model, protocol, payload = _default_settings()
         current = _default
-        if current is None or (current.url, current.model, current.transport) != \
-                (url, model, transport):
+        if current is None or (current.url, current.model, current.protocol, current.payload) \
+                != (url, model, protocol, payload):
             # The previous client is not closed: another thread may still be using it.
-            _default = EmbeddingClient(url, model, transport=transport)
+            _default = EmbeddingClient(url, model, protocol=protocol, payload=payload)
         return _default
 
 

@@ -1,9 +1,11 @@
-"""`AsyncEmbeddingClient`: the same client for asyncio applications (`tritonclient.grpc.aio`).
+"""`AsyncEmbeddingClient`: the same client for asyncio applications.
 
-Every call is a coroutine; no call blocks the event loop: decoding and resizing run in a thread
-pool, requests are awaited on gRPC's asyncio channel (or aiohttp for `protocol="http"`).
+Every call is a coroutine; none blocks the event loop: decoding and resizing run in a thread pool,
+requests are awaited on gRPC's asyncio channel (`tritonclient.grpc.aio`, or aiohttp for
+`protocol="http"`). The logic is `client.core`'s, shared with `EmbeddingClient`: only the waiting
+differs, so both have the same methods, arguments and errors.
 
-    async with AsyncEmbeddingClient("triton:8001", transport="uint8") as client:
+    async with AsyncEmbeddingClient("triton:8001", payload="uint8") as client:
         await client.wait_until_ready(60)
         vector = await client.embed("cat.jpg")
         result = await client.embed_many(paths)      # EmbedResult: rows in order + failures
@@ -12,251 +14,181 @@ pool, requests are awaited on gRPC's asyncio channel (or aiohttp for `protocol="
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
 
-from client import pipeline, preprocess
-from client.embedding_client import ClientOptions, _joined, l2_normalize
-from client.errors import EmbeddingError, InvalidImageError, ModelNotReadyError, ServerUnavailableError
+from client.core import ClientCore
+from client.embedding_client import _gevent_patched
+from client.errors import EmbeddingError
 from client.model_info import ModelInfo
-from client.pipeline import Embeddings, EmbedResult
-from client.preprocess import ImageInput
-from client.retry import acall_with_retry
-from client.tracing import trace_headers
-from client.transport import Answer, AsyncTransport, async_transport
-
-T = TypeVar("T")
+from client.ops import Call, Pipeline, Prepare, Sleep, Steps, adrive
+from client.pipeline import Embeddings, EmbedResult, Plan
+from client.preprocess import ImageInput, to_model_input
+from client.stats import ModelStats
+from client.transport import Transport, open_transport
 
 
-class AsyncEmbeddingClient(ClientOptions):
+class AsyncEmbeddingClient(ClientCore):
     """Embeddings of one model on one Triton server, for asyncio code.
 
-    Takes the same arguments as `EmbeddingClient` (see there). Create it inside the event loop
-    that will use it: gRPC's asyncio channel belongs to that loop.
+    Takes the same arguments as `EmbeddingClient` (see `client.core.ClientCore`). Create it inside
+    the event loop that will use it: gRPC's asyncio channel belongs to that loop.
     """
 
+    _asyncio = True
+
     def _setup(self) -> None:
-        self._client: AsyncTransport | None = None
-        self._closed = False
-        self._info: ModelInfo | None = None
-        self._info_lock: asyncio.Lock | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    def __repr__(self) -> str:
-        return (f"AsyncEmbeddingClient({self.url!r}, {self.model!r}, protocol={self.protocol!r}, "
-                f"transport={self.transport!r})")
+    def _open_transport(self) -> Transport:
+        if self.protocol == "grpc" and _gevent_patched():
+            # grpc.aio never answers once gevent has patched threads (Locust does): say so
+            # instead of hanging.
+            raise EmbeddingError("AsyncEmbeddingClient over gRPC cannot run in a gevent-patched "
+                                 "process (Locust imports patch it): use EmbeddingClient, or "
+                                 "protocol='http'")
+        return open_transport(self.connection, asyncio=True)
 
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _transport(self) -> AsyncTransport:
-        if self._closed:
-            raise ServerUnavailableError("the client is closed", transient=False)
-        if self._client is None:
-            self._client = async_transport(self.connection)
-        return self._client
+    # -- the driver: where this client awaits -----------------------------------------------------
+    async def _run(self, steps: Steps[Any]) -> Any:
+        return await adrive(steps, self._perform)
 
-    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
-        return await acall_with_retry(fn, self.retry)
+    async def _perform(self, step: Any) -> Any:
+        if isinstance(step, Call):
+            return await step.fn(self._opened())
+        if isinstance(step, Prepare):
+            return await self._map(step.fn, step.items)
+        if isinstance(step, Pipeline):
+            return await self._run_plan(step.plan)
+        if isinstance(step, Sleep):
+            return await asyncio.sleep(step.seconds)
+        raise TypeError(f"unknown step {step!r}")
 
-    def _executor(self) -> ThreadPoolExecutor:
+    async def _map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
+        """`fn` over items in the preprocessing threads; exceptions are returned, not raised."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embedding-prep")
-        return self._pool
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(self._pool, fn, item) for item in items),
+                                    return_exceptions=True)
 
-    def _check_timeout(self) -> float:
-        return min(self.timeout or 10.0, 10.0)
+    async def _run_plan(self, plan: Plan) -> EmbedResult:
+        """Up to `max_in_flight` chunks at once, as tasks of this loop."""
+        slots = asyncio.Semaphore(plan.max_in_flight)
+        chunks = plan.chunks()
+        tasks: list[asyncio.Task] = []
+
+        async def run(chunk: Steps[None]) -> None:
+            try:
+                await self._run(chunk)
+            finally:
+                slots.release()
+
+        try:
+            while await slots.acquire() and (chunk := next(chunks, None)) is not None:
+                tasks.append(asyncio.create_task(run(chunk)))
+            await asyncio.gather(*tasks)
+        finally:  # cancelled: stop the chunks still running
+            for task in tasks:
+                task.cancel()
+        return plan.result()
 
     # -- server state -----------------------------------------------------------------------------
     async def is_live(self) -> bool:
-        """True when the server answers its liveness check; never raises."""
-        try:
-            return await self._transport().server_live(self._check_timeout())
-        except EmbeddingError:
-            return False
+        """True when the server answers its liveness check; never raises (but when closed)."""
+        return await self._run(self._is_live())
 
     async def is_ready(self) -> bool:
         """True when the server is live and the model requests go to is ready; never raises."""
-        if self._info is not None:
-            models = [(self._info.name, self.model_version if self._info.name == self.model else "")]
-        elif self.transport == "uint8":
-            models = [(self.compact_model, ""), (self.model, "")]
-        else:
-            models = [(self.model, self.model_version)]
-        try:
-            t = self._transport()
-            if not await t.server_live(self._check_timeout()):
-                return False
-            for name, version in models:
-                if not await t.model_ready(name, version, self._check_timeout()):
-                    return False
-            return True
-        except EmbeddingError:
-            return False
+        return await self._run(self._is_ready())
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness, readiness and per-model readiness as a dict, for probes and logs."""
+        return await self._run(self._health())
 
     async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """Wait until `is_ready()`; raise ServerUnavailableError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while not await self.is_ready():
-            if time.monotonic() >= deadline:
-                raise ServerUnavailableError(
-                    f"model {self.model!r} at {self.url} not ready after {timeout:.0f} s",
-                    transient=False)
-            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
+        await self._run(self._wait_until_ready(timeout, interval))
 
-    # -- the model's contract -----------------------------------------------------------------------
-    async def _fetch_info(self, model: str, version: str) -> ModelInfo:
-        t = self._transport()
-        meta = await self._retrying(lambda: t.metadata(model, version, self.timeout))
-        cfg = await self._retrying(lambda: t.config(model, version, self.timeout))
-        return ModelInfo.from_server(meta, cfg)
+    async def statistics(self, model: str | None = None) -> ModelStats:
+        """Triton's cumulative statistics of `model` (default: the model requests go to)."""
+        return await self._run(self._statistics(model))
 
+    # -- the model's contract ---------------------------------------------------------------------
     async def get_info(self) -> ModelInfo:
-        """Contract of the model requests go to (the ensemble for uint8), cached after first use."""
-        if self._info is None:
-            if self._info_lock is None:
-                self._info_lock = asyncio.Lock()
-            async with self._info_lock:
-                if self._info is None:
-                    self._info = await self._resolve()
-        return self._info
+        """Contract of the model requests go to (the uint8 model for uint8), cached."""
+        return await self._run(self._get_info())
 
     @property
     def info(self) -> ModelInfo:
         """The contract once `get_info()` (or any embed call) has fetched it."""
         if self._info is None:
-            raise RuntimeError("call `await client.get_info()` first")
+            raise EmbeddingError("the model's contract is not fetched yet: "
+                                 "call `await client.get_info()` first")
         return self._info
 
-    async def _resolve(self) -> ModelInfo:
-        if self.wants_compact():
-            info, error = None, None
-            try:
-                info = await self._fetch_info(self.compact_model, "")
-            except ModelNotReadyError as exc:
-                error = exc
-            chosen = self.compact_choice(info, error)
-            if chosen is not None:
-                return chosen
-        return await self._fetch_info(self.model, self.model_version)
+    async def get_float_info(self) -> ModelInfo:
+        """Contract of the float32 model itself (for `embed_arrays` with float input)."""
+        return await self._run(self._get_float_info())
+
+    async def payload_in_use(self) -> str:
+        """"float32" or "uint8": what requests actually carry (resolves "auto")."""
+        return "uint8" if (await self.get_info()).input_datatype == "UINT8" else "float32"
 
     async def embedding_step(self, info: ModelInfo | None = None) -> tuple[str, str] | None:
-        """(name, version) of the embedding model behind an ensemble; None for a plain model.
+        """(name, version) of the embedding model behind the uint8 model; None for float32."""
+        return await self._run(self._embedding_step(info or await self.get_info()))
 
-        See `EmbeddingClient.embedding_step` for how it is learned and its limit during rollouts.
-        """
-        step, ask = self._step_cached(info or await self.get_info())
-        if ask is None:
-            return step
-        t = self._transport()
-        meta = await self._retrying(lambda: t.metadata(ask, "", self.timeout))
-        return self._step_learned(ask, meta)
+    # -- preprocessing ----------------------------------------------------------------------------
+    async def pixels(self, item: ImageInput, index: int | None = None) -> np.ndarray:
+        """One input -> uint8 [H, W, 3] at the model's size, decoded in a worker thread."""
+        return await self._run(self._pixels(item, index))
+
+    async def preprocess(self, item: ImageInput, index: int | None = None) -> np.ndarray:
+        """One input -> float32 [H, W, 3] in [0, 1] at the model's size (the model's own input)."""
+        return to_model_input(await self.pixels(item, index))
 
     # -- embeddings -------------------------------------------------------------------------------
-    def _prepare_with(self, info: ModelInfo) -> Callable[[ImageInput], np.ndarray]:
-        def prepare(item: ImageInput) -> np.ndarray:
-            pixels = preprocess.to_pixels(item, info.size, self.center_crop, self.max_pixels,
-                                          self.fast_preprocessing)
-            return preprocess.to_datatype(pixels, info.input_datatype)
-
-        return prepare
-
-    async def _sender(self, info: ModelInfo, timeout: float | None,
-                      headers: dict[str, str] | None) -> Callable[[np.ndarray], Awaitable[Answer]]:
-        version = self.model_version if info.name == self.model else ""
-        call_timeout = self.timeout if timeout is None else timeout
-        embedding = await self.embedding_step(info)
-
-        async def send(batch: np.ndarray) -> Answer:
-            t = self._transport()
-            return self._labelled(await self._retrying(lambda: t.infer(
-                info.name, version, info.input_name, info.input_datatype, batch, info.output_name,
-                call_timeout, headers)), embedding)
-
-        return send
-
     async def embed(self, image: ImageInput, *, timeout: float | None = None,
                     traceparent: str | None = None) -> np.ndarray:
         """One image -> float32 vector of the model's output size (`traceparent`: see tracing)."""
-        return (await self.embed_batch([image], timeout=timeout, traceparent=traceparent))[0]
+        return (await self._run(self._infer_batch([image], timeout, False, traceparent,
+                                                  True))).vectors[0]
 
     async def embed_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
-                          traceparent: str | None = None) -> np.ndarray:
+                          progress: bool = False, traceparent: str | None = None) -> np.ndarray:
         """Images -> [n, D] in order; any failure raises (the lowest index's error)."""
-        return (await self.infer_batch(images, timeout=timeout, traceparent=traceparent)).vectors
+        return (await self.infer_batch(images, timeout=timeout, progress=progress,
+                                       traceparent=traceparent)).vectors
 
     async def infer_batch(self, images: Sequence[ImageInput], *, timeout: float | None = None,
-                          traceparent: str | None = None) -> Embeddings:
+                          progress: bool = False, traceparent: str | None = None) -> Embeddings:
         """Like `embed_batch`, with the name and version of the embedding model that answered."""
-        if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__"):
-            raise TypeError("embed_batch takes a sequence of images; use embed() for one image")
-        result = await self._many(images, timeout=timeout, fail_fast=True,
-                                  headers=trace_headers(traceparent))
-        result.raise_for_failures()
-        if not result.model:  # no request was sent (empty input)
-            step = await self.embedding_step()
-            result.model = step[0] if step else self.info.name
-        return Embeddings(result.embeddings, result.model, tuple(result.versions))
+        return await self._run(self._infer_batch(images, timeout, progress, traceparent))
 
     async def embed_many(self, images: Iterable[ImageInput], *, batch_size: int | None = None,
                          max_in_flight: int | None = None, timeout: float | None = None,
                          progress: bool = False, traceparent: str | None = None) -> EmbedResult:
         """Many images, pipelined, in order; failures are reported per item (see EmbedResult)."""
-        headers = trace_headers(traceparent)
-        items = images if isinstance(images, Sequence) else list(images)
-        return await self._many(items, batch_size=batch_size, max_in_flight=max_in_flight,
-                                timeout=timeout, progress=progress, headers=headers)
-
-    async def _many(self, items: Sequence[ImageInput], *, batch_size: int | None = None,
-                    max_in_flight: int | None = None, timeout: float | None = None,
-                    progress: bool = False, fail_fast: bool = False,
-                    headers: dict[str, str] | None = None) -> EmbedResult:
-        info = await self.get_info()
-        size = max(1, min(batch_size or self.batch_size or info.max_batch_size, info.max_batch_size))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(items), unit="img", desc="embedding", smoothing=0.1)
-        try:
-            result = await pipeline.run(
-                items, prepare=self._prepare_with(info),
-                send=await self._sender(info, timeout, headers),
-                output_dim=info.output_dim, batch_size=size,
-                max_in_flight=max(1, max_in_flight or self.max_in_flight),
-                executor=self._executor(), on_progress=bar.update if bar else None,
-                fail_fast=fail_fast)
-        finally:
-            if bar is not None:
-                bar.close()
-        if self.normalize:
-            result.embeddings = l2_normalize(result.embeddings)
-        return result
+        return await self._run(self._embed_many(images, batch_size, max_in_flight, timeout,
+                                                progress, traceparent))
 
     async def embed_arrays(self, batch: np.ndarray, *, timeout: float | None = None,
                            traceparent: str | None = None) -> np.ndarray:
-        """Preprocessed uint8 pixels [n, H, W, 3] -> [n, D], through this client's transport."""
-        headers = trace_headers(traceparent)
-        info = await self.get_info()
-        batch = np.asarray(batch)
-        if batch.dtype != np.uint8 or batch.ndim != 4 or tuple(batch.shape[1:]) != info.input_shape:
-            raise InvalidImageError(f"batch must be uint8 [n, {', '.join(map(str, info.input_shape))}]"
-                                    f", got {batch.dtype} {list(batch.shape)}")
-        data = np.ascontiguousarray(preprocess.to_datatype(batch, info.input_datatype))
-        send = await self._sender(info, timeout, headers)
-        size = min(self.batch_size or info.max_batch_size, info.max_batch_size)
-        out = _joined([await send(data[i:i + size]) for i in range(0, len(data), size)], info).vectors
-        return l2_normalize(out) if self.normalize else out
+        """Preprocessed images [n, H, W, 3] -> [n, D]: float32 in [0, 1] to the float32 model,
+        uint8 pixels this client's way."""
+        return (await self._run(self._embed_arrays(batch, timeout, traceparent))).vectors
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Close the channel and the preprocessing threads."""
+        """Close the channel and the preprocessing threads; later calls raise ClientClosedError."""
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        io, self._io = self._io, None
+        if io is not None:
+            await io.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

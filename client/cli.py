@@ -1,12 +1,15 @@
-"""`python -m client`: embed a folder or glob of images into a .npy file, or check a server.
+"""`pnasnet-embed` (or `python -m client`): embed a folder or glob of images into a .npy file, or
+check a server.
 
-    python -m client embed photos/ -o photos.npy                 # every image under photos/
-    python -m client embed 'shots/**/*.jpg' -o shots.npy --transport uint8 --normalize
-    python -m client health --wait 120                           # exit 0 once the model is ready
+    pnasnet-embed embed photos/ -o photos.npy                  # every image under photos/
+    pnasnet-embed embed 'shots/**/*.jpg' -o shots.npy --payload uint8 --normalize
+    pnasnet-embed health --wait 120                            # exit 0 once the model is ready
 
 `embed` writes OUT.npy (float32, one row per embedded image, in the order of the sorted input
-list) and OUT.index.json (the path of each row, and every image that failed with its reason), then
-prints a summary. Exit code: 0 all embedded, 1 some failed (outputs still written), 2 nothing ran.
+list) and OUT.index.json (the path of each row, the model version that made it, and every image
+that failed with its reason), then prints a summary. Exit code: 0 all embedded, 1 some failed
+(outputs still written), 2 nothing ran. Defaults come from the environment as in the library
+(TRITON_GRPC_URL, TRITON_PROTOCOL, TRITON_MODEL, TRITON_PAYLOAD; see client/settings.py).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from client.embedding_client import DEFAULT_MODEL, TRANSPORTS, EmbeddingClient
+from client.embedding_client import EmbeddingClient
 from client.errors import EmbeddingError
+from client.preprocess import IMAGE_SUFFIXES, MAX_PIXELS
 from client.retry import RetryPolicy
+from client.settings import DEFAULT_TIMEOUT, PAYLOADS, PROTOCOLS
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+__all__ = ["IMAGE_SUFFIXES", "build_parser", "find_images", "main"]
 
 
 def find_images(inputs: list[str], recursive: bool = True) -> list[Path]:
@@ -59,12 +64,29 @@ def _headers(values: list[str]) -> dict[str, str]:
     return headers
 
 
+class _OldPayloadOption(argparse.Action):
+    """`--transport` is the old name of `--payload`: still accepted, with a warning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print("client: --transport is renamed --payload", file=sys.stderr)
+        namespace.payload = values
+
+
 def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="host:port (default: TRITON_GRPC_URL / "
                    "TRITON_HTTP_URL or localhost)")
-    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
-    p.add_argument("--model", default=os.environ.get("TRITON_MODEL", DEFAULT_MODEL))
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                   help="grpc or http (default: TRITON_PROTOCOL, else grpc)")
+    p.add_argument("--model", default=None,
+                   help="the embedding model (default: TRITON_MODEL, else pnasnet_large)")
+    p.add_argument("--payload", choices=PAYLOADS, default=None,
+                   help="what requests carry (default: TRITON_PAYLOAD, else auto: uint8 when the "
+                   "server has the model's uint8 model, else float32)")
+    p.add_argument("--transport", choices=(*PAYLOADS, "float", "compact"), dest="payload",
+                   action=_OldPayloadOption, help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds per call (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--root-certificates", metavar="PEM", help="CA of the server (turns TLS on)")
     p.add_argument("--private-key", metavar="PEM", help="client key, for mutual TLS")
     p.add_argument("--certificate-chain", metavar="PEM", help="client certificate, for mutual TLS")
@@ -74,7 +96,9 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m client", description=__doc__,
+    invoked = Path(sys.argv[0]).name
+    prog = "python -m client" if invoked in ("__main__.py", "-c", "") else invoked
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("embed", help="embed images into a .npy file")
@@ -82,28 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", type=Path, required=True, help="the .npy file to write")
     e.add_argument("--index", type=Path, help="index file (default: OUTPUT with .index.json)")
     e.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
-    e.add_argument("--transport", choices=TRANSPORTS, default="auto",
-                   help="auto (default): uint8 when the server has the ensemble, else float32")
     e.add_argument("--batch-size", type=int, default=None, help="images per request "
                    "(default: the model's max_batch_size)")
     e.add_argument("--in-flight", type=int, default=4, help="requests at the server at once")
     e.add_argument("--workers", type=int, default=None, help="preprocessing threads")
     e.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     e.add_argument("--center-crop", action="store_true", help="crop the central square first")
+    e.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse images over N pixels, width x height (decompression bomb guard; "
+                   f"default {MAX_PIXELS:,} = 8192x8192)")
     e.add_argument("--retries", type=int, default=5, help="tries per request for transient errors")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _connection_args(e)
     h = sub.add_parser("health", help="is the server live, and the model ready?")
     h.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for readiness")
-    h.add_argument("--transport", choices=TRANSPORTS, default="float32")
     _connection_args(h)
     return p
 
 
 def _client(args: argparse.Namespace, **kwargs: Any) -> EmbeddingClient:
     return EmbeddingClient(
-        args.url, args.model, protocol=args.protocol, transport=args.transport,
+        args.url, args.model, protocol=args.protocol, payload=args.payload,
         timeout=args.timeout, ssl=args.ssl, root_certificates=args.root_certificates,
         private_key=args.private_key, certificate_chain=args.certificate_chain,
         headers=_headers(args.header), **kwargs)
@@ -153,13 +177,14 @@ def embed_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with _client(args, batch_size=args.batch_size, max_in_flight=args.in_flight,
                  workers=args.workers, normalize=args.normalize, center_crop=args.center_crop,
+                 max_pixels=args.max_pixels,
                  retry=RetryPolicy(attempts=max(args.retries, 1))) as client:
         try:
             result = client.embed_many(paths, progress=not args.no_progress)
         except EmbeddingError as exc:
             print(f"client: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
-        info, transport = client.info, client.transport_in_use
+        info, payload = client.info, client.payload_in_use
     seconds = time.perf_counter() - start
     ok = result.ok
     rows = np.flatnonzero(ok)
@@ -169,7 +194,7 @@ def embed_command(args: argparse.Namespace) -> int:
     _save_npy(args.output, result.embeddings[ok])
     _save_json(index_path, {
         "model": result.model or args.model, "served_by": info.name,
-        "version": ",".join(dict.fromkeys(versions)), "transport": transport, "url": client.url,
+        "version": ",".join(dict.fromkeys(versions)), "payload": payload, "url": client.url,
         "dim": info.output_dim, "normalized": bool(args.normalize),
         "center_crop": bool(args.center_crop),
         "rows": [str(paths[i]) for i in rows],
@@ -180,7 +205,7 @@ def embed_command(args: argparse.Namespace) -> int:
     })
     rate = len(paths) / seconds if seconds > 0 else 0.0
     print(f"embedded {result.succeeded} of {len(paths)} images in {seconds:.1f} s "
-          f"({rate:.1f} images/s, {transport} transport, "
+          f"({rate:.1f} images/s, {payload} payload, "
           f"{result.model or info.name} v{','.join(dict.fromkeys(versions)) or '?'}); "
           f"{len(result.failures)} failed")
     print(f"wrote {args.output} [{result.succeeded}, {info.output_dim}] and {index_path}")
@@ -205,12 +230,13 @@ def health_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script `pnasnet-embed` (also `python -m client`)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "embed":
             return embed_command(args)
         return health_command(args)
-    except argparse.ArgumentTypeError as exc:
+    except (argparse.ArgumentTypeError, ValueError) as exc:  # a bad option or environment value
         print(f"client: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,8 +5,10 @@
     ├── ServerUnavailableError   cannot reach the server, or it is stopping: retry later
     │   └── RequestTimeoutError  the per-call deadline passed
     ├── ModelNotReadyError       the server is up but the model is unknown, loading or unloading
+    ├── ModelContractError       the server's model is not what this client sends or reads
     ├── AuthenticationError      the server or a proxy refused the credentials (TLS or headers)
-    └── InferenceError           the server rejected or failed the request for another reason
+    ├── InferenceError           the server rejected or failed the request for another reason
+    └── ClientClosedError        the client was closed; make a new one (also a RuntimeError)
 
 Server-side errors carry `status` (the gRPC code name, e.g. "UNAVAILABLE", or the HTTP status) and
 `transient`, which the retry policy reads: only conditions that go away by themselves are retried.
@@ -66,6 +68,22 @@ class RequestTimeoutError(ServerUnavailableError, TimeoutError):
 
 class ModelNotReadyError(EmbeddingError):
     """The server is up but the model is unknown or not loaded (transient while it (un)loads)."""
+
+
+class ModelContractError(EmbeddingError):
+    """The server's model is not an image embedding model this client can drive.
+
+    For example its input is not [H, W, 3] FP32 or UINT8, it has several inputs, or the uint8
+    model takes float input. Not transient: fix the model name or the export.
+    """
+
+
+class ClientClosedError(EmbeddingError, RuntimeError):
+    """A call on a client after `close()`: create a new client (or keep this one open)."""
+
+    def __init__(self, what: str = "client") -> None:
+        super().__init__(f"this {what} is closed; create a new one, or call it inside its "
+                         f"`with` block")
 
 
 class AuthenticationError(EmbeddingError, PermissionError):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from client.errors import ModelNotReadyError
+from client.errors import ModelContractError
 
-#: Input types the client can produce: the model's float input, or 8-bit pixels (compact transport).
+#: Input types the client can produce: the model's float input, or 8-bit pixels (the uint8 payload).
 SUPPORTED_INPUT_TYPES = ("FP32", "UINT8")
 # Images per request for a model that takes a dynamic batch without a batcher (max_batch_size 0).
 UNBATCHED_REQUEST_IMAGES = 8
@@ -60,9 +60,9 @@ class ModelInfo:
         cfg = config.get("config", config)
         inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelNotReadyError(
+            raise ModelContractError(
                 f"model {metadata.get('name')!r} has {len(inputs)} inputs and {len(outputs)} outputs;"
-                " an image embedding model has one of each")
+                " an image embedding model has one of each; check the model name")
         inp, out = inputs[0], outputs[0]
         max_batch = int(cfg.get("max_batch_size", 0))
         in_shape = [int(d) for d in inp["shape"]]
@@ -74,11 +74,11 @@ class ModelInfo:
             in_shape, out_shape = in_shape[1:], out_shape[1:]
             max_batch = UNBATCHED_REQUEST_IMAGES
         if len(in_shape) != 3 or in_shape[2] != 3 or len(out_shape) != 1:
-            raise ModelNotReadyError(
+            raise ModelContractError(
                 f"model {metadata.get('name')!r} takes {in_shape} -> {out_shape}; expected "
-                f"[H, W, 3] -> [D]")
+                f"[H, W, 3] -> [D] (an image embedding model); check the model name")
         if inp["datatype"] not in SUPPORTED_INPUT_TYPES:
-            raise ModelNotReadyError(
+            raise ModelContractError(
                 f"model {metadata.get('name')!r} takes {inp['datatype']}; the client sends "
                 f"{' or '.join(SUPPORTED_INPUT_TYPES)}")
         steps = tuple((str(step.get("model_name", "")), str(int(step.get("model_version", -1))))

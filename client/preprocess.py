@@ -16,8 +16,10 @@ Two paths give the same pixels within `PIXEL_TOLERANCE`:
   is slower than the next power of two up (measured: 3/8 of a full-HD JPEG 3-30% slower than 1/2,
   5/8 slower than the full decode). Other formats have no reduced decode and take the reference path.
 
-Decompression bombs: the pixel count is read from the header and refused above `max_pixels`
-(default `MAX_PIXELS`) before any pixel is decoded.
+Decompression bombs: the pixel count (width x height) is read from the header and refused above
+`max_pixels` (default `MAX_PIXELS`, 67,108,864 = 8192 x 8192; the CLI's `--max-pixels`) before any
+pixel is decoded. Pillow has a cap of its own (`PIL.Image.MAX_IMAGE_PIXELS`); a client that accepts
+more raises Pillow's to its own, so the limit a caller sets is the one that applies.
 """
 
 from __future__ import annotations
@@ -42,10 +44,15 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 
-#: Largest image accepted, in pixels (8192 x 8192 = 67 megapixels). Checked from the header before
-#: decoding. It is below Pillow's own warning threshold (89 megapixels), so every image that is
-#: accepted decodes silently; raise it per client with `max_pixels=`.
+#: Largest image accepted, as a pixel count (width x height; 8192 x 8192 = 67,108,864, so 16384 x
+#: 4096 passes too). Checked from the header before decoding. It is below Pillow's own warning
+#: threshold (89 megapixels), so every image that is accepted decodes silently; raise it per client
+#: with `max_pixels=` (CLI: `--max-pixels`).
 MAX_PIXELS = 8192 * 8192
+
+#: File name suffixes taken as images when a folder is searched (CLI, load test, calibration).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif",
+                            ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -124,24 +131,47 @@ def read_bytes(item: Any) -> bytes:
     return data
 
 
+def too_many_pixels(width: int, height: int, max_pixels: int) -> str:
+    """The decompression bomb message: the size, the limit, and both ways to raise it."""
+    return (f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} pixels (decompression bomb guard; to accept it, raise max_pixels= "
+            f"or the CLI's --max-pixels)")
+
+
+def _pillow_limit(max_pixels: int) -> None:
+    """Let Pillow open what this client accepts: its own cap errors at 2x MAX_IMAGE_PIXELS."""
+    cap = Image.MAX_IMAGE_PIXELS
+    if cap is not None and max_pixels >= cap:
+        Image.MAX_IMAGE_PIXELS = max_pixels + 1  # only ever raised; our own check stays in force
+
+
+def _bomb(exc: Exception, max_pixels: int) -> InvalidImageError:
+    """Pillow's own decompression bomb error, in this client's words.
+
+    Pillow's cap is at least this client's limit (see `_pillow_limit`), so an image Pillow refuses
+    is over ours too.
+    """
+    return InvalidImageError(
+        f"image is over the limit of {max_pixels:,} pixels (decompression bomb guard; to accept "
+        f"it, raise max_pixels= or the CLI's --max-pixels; Pillow: {exc})")
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Parse the header only (lazy), and refuse oversized images before decoding anything."""
+    _pillow_limit(max_pixels)
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise InvalidImageError("not an image in a format Pillow reads") from exc
     except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"image is over the pixel limit (decompression bomb guard): {exc}") \
-            from exc
+        raise _bomb(exc, max_pixels) from exc
     except Exception as exc:  # noqa: BLE001 - any parser error is a bad input, never a crash
         raise InvalidImageError(f"cannot read image header ({type(exc).__name__}: {exc})") from exc
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has an empty size {width}x{height}")
     if width * height > max_pixels:
-        raise InvalidImageError(
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-            f"(decompression bomb guard; raise max_pixels to accept it)")
+        raise InvalidImageError(too_many_pixels(width, height, max_pixels))
     return img
 
 
@@ -205,8 +235,7 @@ def _decode(data: bytes, size: tuple[int, int], center_crop: bool, max_pixels: i
     except InvalidImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"image is over the pixel limit (decompression bomb guard): {exc}") \
-            from exc
+        raise _bomb(exc, max_pixels) from exc
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any format
         raise InvalidImageError(f"cannot decode image ({type(exc).__name__}: {exc})") from exc
     return np.asarray(to_rgb(img)), orientation, full

@@ -14,15 +14,18 @@ hit by every client at the same instant.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from client.errors import EmbeddingError, RequestTimeoutError
+from client.ops import Call, Sleep, adrive, drive
 
 T = TypeVar("T")
+log = logging.getLogger("client")
 
 
 @dataclass(frozen=True)
@@ -60,42 +63,47 @@ class RetryPolicy:
             yield draw(0.0, min(self.max_delay, self.initial_delay * self.multiplier ** n))
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy,
-                    on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
-    """Run `fn` until it succeeds, fails for good, or the policy's attempts/deadline run out."""
+def retrying(call: Any, policy: RetryPolicy, what: str = "call",
+             on_retry: Callable[[int, BaseException, float], None] | None = None,
+             ) -> Generator[Any, Any, Any]:
+    """Yield `call` until it succeeds, fails for good, or the policy runs out; `Sleep` between.
+
+    A step of the client's core (see `client.ops`): the driver performs what is yielded, blocking
+    or awaiting. Each retry is logged at DEBUG on the "client" logger with the error and the delay.
+    """
     start = time.monotonic()
     delays = policy.delays()
     attempt = 0
     while True:
         attempt += 1
         try:
-            return fn()
+            return (yield call)
         except EmbeddingError as error:
             delay = _next_delay(policy, error, delays, start)
             if delay is None:
+                if attempt > 1:
+                    log.debug("%s: giving up after %d attempts: %s", what, attempt, error)
                 raise
+            log.debug("%s: attempt %d failed (%s: %s); retrying in %.3f s", what, attempt,
+                      type(error).__name__, error, delay)
             if on_retry is not None:
                 on_retry(attempt, error, delay)
-            time.sleep(delay)
+            yield Sleep(delay)
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy,
+                    on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+    """Run `fn` until it succeeds, fails for good, or the policy's attempts/deadline run out."""
+    return drive(retrying(Call(lambda _: fn()), policy, getattr(fn, "__name__", "call"), on_retry),
+                 lambda op: op.fn(None) if isinstance(op, Call) else time.sleep(op.seconds))
 
 
 async def acall_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy,
                            on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
     """`call_with_retry` for coroutines: sleeps without blocking the event loop."""
-    start = time.monotonic()
-    delays = policy.delays()
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return await fn()
-        except EmbeddingError as error:
-            delay = _next_delay(policy, error, delays, start)
-            if delay is None:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, error, delay)
-            await asyncio.sleep(delay)
+    return await adrive(
+        retrying(Call(lambda _: fn()), policy, getattr(fn, "__name__", "call"), on_retry),
+        lambda op: op.fn(None) if isinstance(op, Call) else asyncio.sleep(op.seconds))
 
 
 def _next_delay(policy: RetryPolicy, error: BaseException, delays: Iterator[float],

@@ -1,52 +1,43 @@
-"""How the client talks to Triton: gRPC or HTTP, blocking or asyncio, TLS, headers, typed errors.
+"""How the client talks to Triton: one narrow interface over tritonclient's four clients.
 
-Both protocols sit behind one small interface (health, metadata, config, statistics, infer) so the
-clients above never branch on the protocol. Everything that goes wrong comes out as a typed
-`EmbeddingError` (see `translate`), which is what the retry policy decides on.
+`Transport` is everything the client needs from a server: `infer`, `metadata`/`config`, `live`/
+`ready` and `statistics`. The tritonclient module (gRPC or HTTP, blocking or asyncio) is picked
+once, when a transport is opened (`open_transport`); every method is written once in `_Calls`, and
+the four classes below differ only in how they call tritonclient and wait. A blocking transport
+returns values; an asyncio one returns awaitables of the same values. Everything that goes wrong
+comes out as a typed `EmbeddingError` (`client.translate`), which the retry policy decides on.
 
-tritonclient's HTTP modules are imported only when an HTTP transport is made: `import client` needs
-only `tritonclient[grpc]`; `protocol="http"` needs `tritonclient[http]` (the loadtest extra).
+`client.testing.FakeTransport` implements the same interface in memory, for tests without a server.
+tritonclient's HTTP modules are imported only when an HTTP transport is opened: `import client`
+needs only `tritonclient[grpc]`; `protocol="http"` needs `tritonclient[http]`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.errors import (
-    AuthenticationError,
-    EmbeddingError,
-    InferenceError,
-    ModelNotReadyError,
-    RequestTimeoutError,
-    ServerUnavailableError,
-)
+from client.errors import ClientClosedError, InferenceError
+from client.settings import DEFAULT_GRPC_URL, DEFAULT_HTTP_URL, check_protocol, env_url
+from client.settings import Protocol as ProtocolName
+from client.translate import translate
 
-Protocol = Literal["grpc", "http"]
+__all__ = ["DEFAULT_GRPC_URL", "DEFAULT_HTTP_URL", "Answer", "Connection", "InferRequest",
+           "Transport", "default_url", "grpc_channel_args", "open_transport", "translate"]
 
-DEFAULT_GRPC_URL = "localhost:8001"
-DEFAULT_HTTP_URL = "localhost:8000"
 INT32_MAX = 2**31 - 1
-
-#: gRPC codes that mean "try again later": the server is unreachable, restarting or overloaded.
-TRANSIENT_GRPC_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"})
-#: HTTP statuses with the same meaning (from Triton or a proxy in front of it).
-TRANSIENT_HTTP_STATUSES = frozenset({"429", "502", "503", "504"})
+T = TypeVar("T")
 
 
-def default_url(protocol: Protocol = "grpc") -> str:
+def default_url(protocol: ProtocolName = "grpc") -> str:
     """`TRITON_GRPC_URL` / `TRITON_HTTP_URL`, else localhost on Triton's default port."""
-    if protocol == "http":
-        return os.environ.get("TRITON_HTTP_URL", DEFAULT_HTTP_URL)
-    return os.environ.get("TRITON_GRPC_URL", DEFAULT_GRPC_URL)
+    return env_url(protocol)
 
 
 @dataclass(frozen=True)
@@ -60,7 +51,7 @@ class Connection:
     """
 
     url: str
-    protocol: Protocol = "grpc"
+    protocol: ProtocolName = "grpc"
     ssl: bool = False
     root_certificates: str | None = None
     private_key: str | None = None
@@ -73,10 +64,8 @@ class Connection:
     @classmethod
     def make(cls, url: str | None, protocol: str = "grpc", **kwargs: Any) -> Connection:
         """Normalise the URL (scheme stripped; https/grpcs turn TLS on) and check the protocol."""
-        protocol = protocol.lower()
-        if protocol not in ("grpc", "http"):
-            raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
-        url = url or default_url(protocol)  # type: ignore[arg-type]
+        protocol = check_protocol(protocol)
+        url = url or env_url(protocol)
         for scheme, secure in (("https://", True), ("grpcs://", True), ("http://", False),
                                ("grpc://", False)):
             if url.startswith(scheme):
@@ -112,149 +101,17 @@ def grpc_channel_args(conn: Connection) -> list[tuple[str, Any]]:
     return list(args.items())
 
 
-# -- errors ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InferRequest:
+    """One inference request: a batch for one input, one output wanted, extra headers."""
 
-def _grpc_code(status: str) -> str:
-    return status.rsplit(".", 1)[-1].upper() if status else ""
-
-
-def translate(exc: BaseException, model: str, url: str) -> EmbeddingError:
-    """Map tritonclient's and the network's exceptions onto the client's typed errors."""
-    if isinstance(exc, EmbeddingError):
-        return exc
-    if isinstance(exc, InferenceServerException):
-        status = str(exc.status() or "")
-        code = _grpc_code(status) if status.startswith("StatusCode.") else status
-        message = exc.message() or str(exc)
-        return _classify(code, message, model, url)
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, socket.timeout)) or \
-            type(exc).__name__ in ("Timeout", "ServerTimeoutError"):
-        return RequestTimeoutError(f"request to {url} timed out ({exc or type(exc).__name__})")
-    if isinstance(exc, (ConnectionError, OSError)) or type(exc).__name__.startswith("ClientConnector") \
-            or type(exc).__name__ in ("ServerDisconnectedError", "ClientOSError"):
-        return ServerUnavailableError(f"server at {url} unreachable: {exc or type(exc).__name__}",
-                                      status="UNAVAILABLE")
-    return InferenceError(f"request to {url} failed: {type(exc).__name__}: {exc}")
-
-
-def _classify(code: str, message: str, model: str, url: str) -> EmbeddingError:
-    lowered = message.lower()
-    if code in ("DEADLINE_EXCEEDED", "408") or "deadline exceeded" in lowered:
-        return RequestTimeoutError(f"request to {url} timed out: {message}", status=code or None)
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "401", "403") or \
-            ("restricted" in lowered and "header" in lowered):
-        return AuthenticationError(f"server at {url} refused the request ({code}): {message}",
-                                   status=code or None)
-    if "no available versions" in lowered or "is not ready" in lowered or \
-            "unavailable model" in lowered:
-        # Triton says this while a known model unloads or loads (a restart, a rollout): transient.
-        return ModelNotReadyError(f"model {model!r} is not ready at {url}: {message}",
-                                  status=code or None, transient=True)
-    if "unknown model" in lowered or code == "NOT_FOUND":
-        return ModelNotReadyError(f"model {model!r} is not known to the server at {url}: {message}",
-                                  status=code or None)
-    if "larger than max" in lowered or "message too large" in lowered:
-        return InferenceError(f"request too large for {url}: {message}", status=code or None)
-    if code in TRANSIENT_GRPC_CODES or code in TRANSIENT_HTTP_STATUSES:
-        return ServerUnavailableError(f"server at {url} unavailable ({code}): {message}", status=code)
-    if code == "CANCELLED":
-        return ServerUnavailableError(f"request to {url} was cancelled: {message}", status=code,
-                                      transient=False)
-    return InferenceError(f"server at {url} failed the request ({code or 'error'}): {message}",
-                          status=code or None)
-
-
-# -- blocking transports --------------------------------------------------------------------------
-
-class SyncTransport:
-    """Blocking calls; each method raises `EmbeddingError` subclasses only. Thread-safe."""
-
-    conn: Connection
-
-    def server_live(self, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    def server_ready(self, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def statistics(self, model: str, timeout: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None,
-              headers: Mapping[str, str] | None = None) -> Answer:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class GrpcTransport(SyncTransport):
-    """`tritonclient.grpc`: one channel, safe to share between threads."""
-
-    def __init__(self, conn: Connection) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self.conn = conn
-        self._mod = grpcclient
-        self._headers = dict(conn.headers) or None
-        self._client = grpcclient.InferenceServerClient(
-            conn.url, ssl=conn.ssl, root_certificates=conn.root_certificates,
-            private_key=conn.private_key, certificate_chain=conn.certificate_chain,
-            channel_args=grpc_channel_args(conn))
-
-    def _call(self, model: str, fn: Callable[..., Any], *args: Any,
-              extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, headers=_with(self._headers, extra_headers), **kwargs)
-        except Exception as exc:
-            raise translate(exc, model, self.conn.url) from exc
-
-    def server_live(self, timeout: float | None) -> bool:
-        return bool(self._call("", self._client.is_server_live, client_timeout=timeout))
-
-    def server_ready(self, timeout: float | None) -> bool:
-        return bool(self._call("", self._client.is_server_ready, client_timeout=timeout))
-
-    def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        return bool(self._call(model, self._client.is_model_ready, model, version,
-                               client_timeout=timeout))
-
-    def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, self._client.get_model_metadata, model, version, as_json=True,
-                          client_timeout=timeout)
-
-    def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, self._client.get_model_config, model, version, as_json=True,
-                          client_timeout=timeout)
-
-    def statistics(self, model: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, self._client.get_inference_statistics, model, as_json=True,
-                          client_timeout=timeout)
-
-    def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None,
-              headers: Mapping[str, str] | None = None) -> Answer:
-        inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
-        inp.set_data_from_numpy(batch)
-        out = self._mod.InferRequestedOutput(output_name)
-        result = self._call(model, self._client.infer, model, [inp], model_version=version,
-                            outputs=[out], client_timeout=timeout, extra_headers=headers)
-        return _output(result, output_name, len(batch))
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+    model: str
+    version: str
+    input_name: str
+    datatype: str
+    batch: np.ndarray
+    output_name: str
+    headers: Mapping[str, str] | None = None  # e.g. {"traceparent": ...}, beside the connection's
 
 
 @dataclass(frozen=True)
@@ -266,12 +123,29 @@ class Answer:
     version: str
 
 
-def _output(result: Any, output_name: str, rows: int) -> Answer:
-    array = result.as_numpy(output_name)
+class Transport(Protocol):
+    """What the client needs from a server. Blocking transports return the values; asyncio
+    transports return awaitables of them. Every method raises only `EmbeddingError`s."""
+
+    conn: Connection
+    is_async: bool
+
+    def live(self, timeout: float | None) -> Any: ...  # bool
+    def ready(self, model: str | None, version: str, timeout: float | None) -> Any: ...  # bool
+    def metadata(self, model: str, version: str, timeout: float | None) -> Any: ...  # dict
+    def config(self, model: str, version: str, timeout: float | None) -> Any: ...  # dict
+    def statistics(self, model: str, timeout: float | None) -> Any: ...  # dict
+    def infer(self, request: InferRequest, timeout: float | None) -> Any: ...  # Answer
+    def close(self) -> Any: ...  # None
+
+
+def answer_of(result: Any, request: InferRequest) -> Answer:
+    """The output rows of a tritonclient result, checked against the request, with its model."""
+    array = result.as_numpy(request.output_name)
     if array is None:
-        raise InferenceError(f"response has no output {output_name!r}")
-    if array.shape[0] != rows:
-        raise InferenceError(f"server returned {array.shape[0]} rows for {rows} inputs")
+        raise InferenceError(f"response has no output {request.output_name!r}")
+    if array.shape[0] != len(request.batch):
+        raise InferenceError(f"server returned {array.shape[0]} rows for {len(request.batch)} inputs")
     response = result.get_response()
     if isinstance(response, dict):  # HTTP: the JSON header of the response
         model, version = response.get("model_name", ""), response.get("model_version", "")
@@ -280,11 +154,140 @@ def _output(result: Any, output_name: str, rows: int) -> Answer:
     return Answer(array.astype(np.float32, copy=False), str(model), str(version))
 
 
-def _with(headers: dict[str, str] | None, extra: Mapping[str, str] | None) -> dict[str, str] | None:
-    """The connection's headers plus a call's own (e.g. `traceparent`)."""
-    if not extra:
-        return headers
-    return {**(headers or {}), **extra}
+def _with(headers: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The connection's headers plus a call's own (e.g. `traceparent`); None when there are none."""
+    merged = {**headers, **(extra or {})}
+    return merged or None
+
+
+class _Calls:
+    """The transport interface written once over `_call` (one tritonclient call) and `_then`.
+
+    `_call(model, timeout, method, *args, headers=None, **kwargs)` calls tritonclient's `method`
+    and translates its errors; `_then(value, fn)` applies `fn` to the result, at once for blocking
+    clients and after the await for asyncio ones. `_json` and `_binary` are the keyword arguments
+    that differ between the gRPC and HTTP modules.
+    """
+
+    conn: Connection
+    is_async = False
+    _mod: Any
+    _json: dict[str, Any] = {}
+    _binary: dict[str, Any] = {}
+
+    def _call(self, model: str, timeout: float | None, method: str, *args: Any,
+              headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _then(self, value: Any, fn: Callable[[Any], T]) -> Any:
+        return fn(value)
+
+    def live(self, timeout: float | None) -> Any:
+        return self._then(self._call("", timeout, "is_server_live"), bool)
+
+    def ready(self, model: str | None, version: str, timeout: float | None) -> Any:
+        if model is None:
+            return self._then(self._call("", timeout, "is_server_ready"), bool)
+        return self._then(self._call(model, timeout, "is_model_ready", model, version), bool)
+
+    def metadata(self, model: str, version: str, timeout: float | None) -> Any:
+        return self._call(model, timeout, "get_model_metadata", model, version, **self._json)
+
+    def config(self, model: str, version: str, timeout: float | None) -> Any:
+        return self._call(model, timeout, "get_model_config", model, version, **self._json)
+
+    def statistics(self, model: str, timeout: float | None) -> Any:
+        return self._call(model, timeout, "get_inference_statistics", model, **self._json)
+
+    def infer(self, request: InferRequest, timeout: float | None) -> Any:
+        inp = self._mod.InferInput(request.input_name, list(request.batch.shape), request.datatype)
+        inp.set_data_from_numpy(request.batch, **self._binary)
+        out = self._mod.InferRequestedOutput(request.output_name, **self._binary)
+        result = self._call(request.model, timeout, "infer", request.model, [inp],
+                            model_version=request.version, outputs=[out], headers=request.headers)
+        return self._then(result, lambda r: answer_of(r, request))
+
+
+class _AsyncCalls(_Calls):
+    """The asyncio clients: `client_timeout=` where tritonclient takes it (gRPC), else
+    `asyncio.wait_for` (HTTP)."""
+
+    is_async = True
+    _client: Any
+    _takes_timeout = True
+
+    def _then(self, value: Awaitable[Any], fn: Callable[[Any], T]) -> Awaitable[T]:
+        async def after() -> T:
+            return fn(await value)
+
+        return after()
+
+    async def _call(self, model: str, timeout: float | None, method: str, *args: Any,
+                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise ClientClosedError("transport")
+        fn = getattr(self._client, method)
+        merged = _with(self.conn.headers, headers)
+        try:
+            if self._takes_timeout:
+                return await fn(*args, headers=merged, client_timeout=timeout, **kwargs)
+            return await asyncio.wait_for(fn(*args, headers=merged, **kwargs), timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate(exc, model, self.conn.url) from exc
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+def _grpc_client(module: Any, conn: Connection) -> Any:
+    return module.InferenceServerClient(
+        conn.url, ssl=conn.ssl, root_certificates=conn.root_certificates,
+        private_key=conn.private_key, certificate_chain=conn.certificate_chain,
+        channel_args=grpc_channel_args(conn))
+
+
+class GrpcTransport(_Calls):
+    """`tritonclient.grpc`: one channel, safe to share between threads."""
+
+    _json = {"as_json": True}
+
+    def __init__(self, conn: Connection) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.conn, self._mod = conn, grpcclient
+        self._client: Any = _grpc_client(grpcclient, conn)
+
+    def _call(self, model: str, timeout: float | None, method: str, *args: Any,
+              headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise ClientClosedError("transport")
+        try:
+            return getattr(self._client, method)(*args, headers=_with(self.conn.headers, headers),
+                                                 client_timeout=timeout, **kwargs)
+        except Exception as exc:
+            raise translate(exc, model, self.conn.url) from exc
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class AsyncGrpcTransport(_AsyncCalls):
+    """`tritonclient.grpc.aio`: requests in flight without threads, on one event loop."""
+
+    _json = {"as_json": True}
+
+    def __init__(self, conn: Connection) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc.aio as grpcaio
+
+        self.conn, self._mod = conn, grpcclient
+        self._client = _grpc_client(grpcaio, conn)
 
 
 def _import_http(asyncio_variant: bool = False) -> Any:
@@ -309,17 +312,18 @@ def _http_ssl_options(conn: Connection) -> dict[str, Any]:
     return options
 
 
-class HttpTransport(SyncTransport):
+class HttpTransport(_Calls):
     """`tritonclient.http`, which is not thread-safe: one underlying client per thread.
 
     geventhttpclient cooperates with gevent (Locust) without patching. A per-call timeout is a
     `gevent.Timeout` around the call; the connection's own timeouts bound everything else.
     """
 
+    _binary = {"binary_data": True}
+
     def __init__(self, conn: Connection, network_timeout: float | None = None) -> None:
         self.conn = conn
         self._mod = _import_http()
-        self._headers = dict(conn.headers) or None
         self._network_timeout = network_timeout or 600.0
         self._local = threading.local()
         self._clients: list[Any] = []
@@ -330,7 +334,7 @@ class HttpTransport(SyncTransport):
         client = getattr(self._local, "client", None)
         if client is None:
             if self._closed:
-                raise ServerUnavailableError("client is closed", transient=False)
+                raise ClientClosedError("transport")
             kwargs: dict[str, Any] = {}
             if self.conn.ssl:
                 import gevent.ssl
@@ -346,17 +350,19 @@ class HttpTransport(SyncTransport):
                 self._clients.append(client)
         return client
 
-    def _call(self, model: str, timeout: float | None, name: str, *args: Any,
-              extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+    def _call(self, model: str, timeout: float | None, method: str, *args: Any,
+              headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
         import gevent
 
-        headers = _with(self._headers, extra_headers)
         try:
-            fn = getattr(self._client(), name)
+            fn = getattr(self._client(), method)
+            merged = _with(self.conn.headers, headers)
             if timeout is None:
-                return fn(*args, headers=headers, **kwargs)
+                return fn(*args, headers=merged, **kwargs)
             with gevent.Timeout(timeout, TimeoutError(f"no answer within {timeout:g} s")):
-                return fn(*args, headers=headers, **kwargs)
+                return fn(*args, headers=merged, **kwargs)
+        except ClientClosedError:
+            raise
         except Exception as exc:
             if not isinstance(exc, InferenceServerException):
                 self._reset()  # the connection may be half-used: start the next call afresh
@@ -374,34 +380,6 @@ class HttpTransport(SyncTransport):
             except Exception:  # noqa: BLE001 - closing a broken connection must not mask the error
                 pass
 
-    def server_live(self, timeout: float | None) -> bool:
-        return bool(self._call("", timeout, "is_server_live"))
-
-    def server_ready(self, timeout: float | None) -> bool:
-        return bool(self._call("", timeout, "is_server_ready"))
-
-    def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        return bool(self._call(model, timeout, "is_model_ready", model, version))
-
-    def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, timeout, "get_model_metadata", model, version)
-
-    def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, timeout, "get_model_config", model, version)
-
-    def statistics(self, model: str, timeout: float | None) -> dict[str, Any]:
-        return self._call(model, timeout, "get_inference_statistics", model)
-
-    def infer(self, model: str, version: str, input_name: str, datatype: str, batch: np.ndarray,
-              output_name: str, timeout: float | None,
-              headers: Mapping[str, str] | None = None) -> Answer:
-        inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
-        inp.set_data_from_numpy(batch, binary_data=True)
-        out = self._mod.InferRequestedOutput(output_name, binary_data=True)
-        result = self._call(model, timeout, "infer", model, [inp], model_version=version,
-                            outputs=[out], extra_headers=headers)
-        return _output(result, output_name, len(batch))
-
     def close(self) -> None:
         self._closed = True
         with self._lock:
@@ -413,111 +391,15 @@ class HttpTransport(SyncTransport):
                 pass
 
 
-def sync_transport(conn: Connection, network_timeout: float | None = None) -> SyncTransport:
-    if conn.protocol == "http":
-        return HttpTransport(conn, network_timeout)
-    return GrpcTransport(conn)
-
-
-# -- asyncio transports ---------------------------------------------------------------------------
-
-class AsyncTransport:
-    """The same calls as `SyncTransport`, as coroutines, for one event loop."""
-
-    conn: Connection
-
-    async def server_live(self, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    async def server_ready(self, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    async def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        raise NotImplementedError
-
-    async def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None,
-                    headers: Mapping[str, str] | None = None) -> Answer:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-
-class AsyncGrpcTransport(AsyncTransport):
-    """`tritonclient.grpc.aio`: requests in flight without threads."""
-
-    def __init__(self, conn: Connection) -> None:
-        import tritonclient.grpc as grpcclient
-        import tritonclient.grpc.aio as grpcaio
-
-        self.conn = conn
-        self._mod = grpcclient
-        self._headers = dict(conn.headers) or None
-        self._client = grpcaio.InferenceServerClient(
-            conn.url, ssl=conn.ssl, root_certificates=conn.root_certificates,
-            private_key=conn.private_key, certificate_chain=conn.certificate_chain,
-            channel_args=grpc_channel_args(conn))
-
-    async def _call(self, model: str, fn: Callable[..., Any], *args: Any,
-                    extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        try:
-            return await fn(*args, headers=_with(self._headers, extra_headers), **kwargs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise translate(exc, model, self.conn.url) from exc
-
-    async def server_live(self, timeout: float | None) -> bool:
-        return bool(await self._call("", self._client.is_server_live, client_timeout=timeout))
-
-    async def server_ready(self, timeout: float | None) -> bool:
-        return bool(await self._call("", self._client.is_server_ready, client_timeout=timeout))
-
-    async def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        return bool(await self._call(model, self._client.is_model_ready, model, version,
-                                     client_timeout=timeout))
-
-    async def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return await self._call(model, self._client.get_model_metadata, model, version,
-                                as_json=True, client_timeout=timeout)
-
-    async def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return await self._call(model, self._client.get_model_config, model, version,
-                                as_json=True, client_timeout=timeout)
-
-    async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None,
-                    headers: Mapping[str, str] | None = None) -> Answer:
-        inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
-        inp.set_data_from_numpy(batch)
-        out = self._mod.InferRequestedOutput(output_name)
-        result = await self._call(model, self._client.infer, model, [inp], model_version=version,
-                                  outputs=[out], client_timeout=timeout, extra_headers=headers)
-        return _output(result, output_name, len(batch))
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-
-
-class AsyncHttpTransport(AsyncTransport):
+class AsyncHttpTransport(_AsyncCalls):
     """`tritonclient.http.aio` (aiohttp); per-call timeouts are `asyncio.wait_for`."""
 
-    def __init__(self, conn: Connection) -> None:
-        import tritonclient.http as httpclient
+    _binary = {"binary_data": True}
+    _takes_timeout = False
 
+    def __init__(self, conn: Connection) -> None:
         aio = _import_http(asyncio_variant=True)
-        self.conn = conn
-        self._mod = httpclient
-        self._headers = dict(conn.headers) or None
+        self.conn, self._mod = conn, _import_http()
         ssl_context = None
         if conn.ssl:
             import ssl
@@ -527,51 +409,23 @@ class AsyncHttpTransport(AsyncTransport):
                 ssl_context.load_cert_chain(conn.certificate_chain, conn.private_key)
             if conn.insecure:
                 ssl_context.check_hostname = False
-        self._client = aio.InferenceServerClient(conn.url, conn_timeout=600.0,
-                                                 ssl=conn.ssl, ssl_context=ssl_context)
-
-    async def _call(self, model: str, timeout: float | None, fn: Callable[..., Any], *args: Any,
-                    extra_headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.wait_for(
-                fn(*args, headers=_with(self._headers, extra_headers), **kwargs), timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise translate(exc, model, self.conn.url) from exc
-
-    async def server_live(self, timeout: float | None) -> bool:
-        return bool(await self._call("", timeout, self._client.is_server_live))
-
-    async def server_ready(self, timeout: float | None) -> bool:
-        return bool(await self._call("", timeout, self._client.is_server_ready))
-
-    async def model_ready(self, model: str, version: str, timeout: float | None) -> bool:
-        return bool(await self._call(model, timeout, self._client.is_model_ready, model, version))
-
-    async def metadata(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return await self._call(model, timeout, self._client.get_model_metadata, model, version)
-
-    async def config(self, model: str, version: str, timeout: float | None) -> dict[str, Any]:
-        return await self._call(model, timeout, self._client.get_model_config, model, version)
-
-    async def infer(self, model: str, version: str, input_name: str, datatype: str,
-                    batch: np.ndarray, output_name: str, timeout: float | None,
-                    headers: Mapping[str, str] | None = None) -> Answer:
-        inp = self._mod.InferInput(input_name, list(batch.shape), datatype)
-        inp.set_data_from_numpy(batch, binary_data=True)
-        out = self._mod.InferRequestedOutput(output_name, binary_data=True)
-        result = await self._call(model, timeout, self._client.infer, model, [inp],
-                                  model_version=version, outputs=[out], extra_headers=headers)
-        return _output(result, output_name, len(batch))
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        self._client = aio.InferenceServerClient(conn.url, conn_timeout=600.0, ssl=conn.ssl,
+                                                 ssl_context=ssl_context)
 
 
-def async_transport(conn: Connection) -> AsyncTransport:
-    if conn.protocol == "http":
-        return AsyncHttpTransport(conn)
-    return AsyncGrpcTransport(conn)
+#: The tritonclient flavour for (protocol, asyncio?), picked once per connection.
+TRANSPORTS: dict[tuple[str, bool], Callable[[Connection], Transport]] = {
+    ("grpc", False): GrpcTransport, ("grpc", True): AsyncGrpcTransport,
+    ("http", False): HttpTransport, ("http", True): AsyncHttpTransport,
+}
+
+
+def check_available(protocol: str) -> None:
+    """ImportError now, with what to install, when the protocol's tritonclient extra is missing."""
+    if protocol == "http":
+        _import_http()
+
+
+def open_transport(conn: Connection, *, asyncio: bool = False) -> Transport:
+    """The transport for `conn.protocol`, blocking or asyncio."""
+    return TRANSPORTS[(conn.protocol, asyncio)](conn)

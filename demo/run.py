@@ -185,11 +185,11 @@ def embed_samples(client: EmbeddingClient) -> None:
 
 def compare_transports(client: EmbeddingClient, float_vectors: np.ndarray) -> None:
     """The compact transport: a quarter of the bytes, the same embeddings."""
-    with EmbeddingClient(client.url, client.model, transport="uint8") as compact:
+    with EmbeddingClient(client.url, client.model, payload="uint8") as compact:
         vectors = compact.embed_batch(sample_paths())
         pixels = compact.info.height * compact.info.width * compact.info.channels
     diff = float(np.max(np.abs(vectors - float_vectors)))
-    print(f"\nuint8 transport ({compact.compact_model} ensemble): {pixels:,} bytes per image instead "
+    print(f"\nuint8 transport ({compact.uint8_model} ensemble): {pixels:,} bytes per image instead "
           f"of {pixels * 4:,} as float32; max abs difference from the float path {diff:.2g}")
 
 
@@ -234,7 +234,7 @@ def _demo(args: argparse.Namespace, signals: ShutdownSignals) -> int:
         server.start(timeout=600)
         print(f"ready in {time.monotonic() - start:.0f} s since the demo started: grpc {server.grpc_url}")
         print(serving_line(server, args.model), flush=True)
-        with EmbeddingClient(server.grpc_url, args.model) as client:
+        with EmbeddingClient(server.grpc_url, args.model, payload="float32") as client:
             embed_samples(client)
         show_batching(server, args.model)
         banner(f"5. load test: {args.users} users for {args.duration}")

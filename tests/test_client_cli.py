@@ -32,7 +32,7 @@ def folder(tmp_path: Path, sample_images: list[Path]) -> Path:
 def test_embed_a_folder(folder: Path, tmp_path: Path, grpc_url: str,
                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out" / "photos.npy"
-    code = main(["embed", str(folder), "-o", str(out), "--url", grpc_url, "--transport", "uint8",
+    code = main(["embed", str(folder), "-o", str(out), "--url", grpc_url, "--payload", "uint8",
                  "--batch-size", "3"])
     captured = capsys.readouterr()
     assert code == 1  # one image failed; the rest were written
@@ -40,7 +40,7 @@ def test_embed_a_folder(folder: Path, tmp_path: Path, grpc_url: str,
     index = json.loads(out.with_suffix(".index.json").read_text())
     vectors = np.load(out)
     assert vectors.shape == (len(paths) - 1, 4320) and vectors.dtype == np.float32
-    assert index["transport"] == "uint8" and index["served_by"] == "pnasnet_large_uint8"
+    assert index["payload"] == "uint8" and index["served_by"] == "pnasnet_large_uint8"
     assert [f["path"] for f in index["failures"]] == [str(folder / "nested" / "broken.jpg")]
     assert index["failures"][0]["type"] == "InvalidImageError"
     assert "not an image" in index["failures"][0]["error"]
@@ -74,7 +74,7 @@ def test_nothing_to_embed_or_no_server(tmp_path: Path, folder: Path,
 
 def test_health_command(grpc_url: str) -> None:
     done = subprocess.run([sys.executable, "-m", "client", "health", "--url", grpc_url,
-                           "--transport", "uint8", "--wait", "30"],
+                           "--payload", "uint8", "--wait", "30"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

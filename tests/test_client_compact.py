@@ -53,10 +53,10 @@ def test_committed_ensemble_configs_match_the_generator() -> None:
 
 def test_uint8_transport_gives_the_float_embedding_bit_for_bit(grpc_url: str,
                                                                sample_images: list[Path]) -> None:
-    with EmbeddingClient(grpc_url, transport="float32") as f, \
-            EmbeddingClient(grpc_url, transport="uint8") as q:
+    with EmbeddingClient(grpc_url, payload="float32") as f, \
+            EmbeddingClient(grpc_url, payload="uint8") as q:
         assert q.info.name == ENSEMBLE and q.info.input_datatype == "UINT8"
-        assert q.transport_in_use == "uint8" and f.transport_in_use == "float32"
+        assert q.payload_in_use == "uint8" and f.payload_in_use == "float32"
         assert q.info.bytes_per_image * 4 == f.info.bytes_per_image
         before = model_stats(grpc_url, MODEL)
         compact = q.embed_batch(sample_images)
@@ -75,18 +75,18 @@ def test_uint8_transport_gives_the_float_embedding_bit_for_bit(grpc_url: str,
 
 
 def test_auto_transport_picks_uint8_when_the_ensemble_is_there(grpc_url: str) -> None:
-    with EmbeddingClient(grpc_url, transport="auto") as c:
-        assert c.transport_in_use == "uint8"
-    with EmbeddingClient(grpc_url, transport="auto", compact_model="missing_ensemble") as c:
-        assert c.transport_in_use == "float32"
-    with EmbeddingClient(grpc_url, transport="uint8", compact_model="missing_ensemble") as c:
-        with pytest.raises(ModelNotReadyError, match="uint8 transport"):
+    with EmbeddingClient(grpc_url, payload="auto") as c:
+        assert c.payload_in_use == "uint8"
+    with EmbeddingClient(grpc_url, payload="auto", uint8_model="missing_ensemble") as c:
+        assert c.payload_in_use == "float32"
+    with EmbeddingClient(grpc_url, payload="uint8", uint8_model="missing_ensemble") as c:
+        with pytest.raises(ModelNotReadyError, match="uint8 payload"):
             c.info  # noqa: B018
 
 
 def test_uint8_arrays_and_float_arrays_take_their_own_route(grpc_url: str,
                                                             sample_images: list[Path]) -> None:
-    with EmbeddingClient(grpc_url, transport="uint8") as q:
+    with EmbeddingClient(grpc_url, payload="uint8") as q:
         pixels = np.stack([q.pixels(p) for p in sample_images[:3]])
         via_ensemble = q.embed_arrays(pixels)
         via_model = q.embed_arrays(pixels.astype(np.float32) / np.float32(255.0))

@@ -33,7 +33,7 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def emb(grpc_url: str):  # noqa: ANN201
-    with EmbeddingClient(grpc_url, transport="uint8", max_in_flight=3) as c:
+    with EmbeddingClient(grpc_url, payload="uint8", max_in_flight=3) as c:
         yield c
 
 
@@ -83,7 +83,7 @@ def test_each_bad_input_gets_its_typed_error_and_the_server_stays_ready(
 
 def test_pixel_limit_is_per_client(grpc_url: str, sample_images: list[Path]) -> None:
     with EmbeddingClient(grpc_url, max_pixels=1000) as c:
-        with pytest.raises(InvalidImageError, match="over the limit of 1000"):
+        with pytest.raises(InvalidImageError, match="over the limit of 1,000 pixels"):
             c.embed(sample_images[0])
 
 
@@ -122,7 +122,7 @@ def test_one_client_shared_by_threads_keeps_every_answer_with_its_question(
 def test_asyncio_client_keeps_order_under_concurrency(
         grpc_url: str, distinct_items: list[np.ndarray], singles: np.ndarray) -> None:
     async def main() -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-        async with AsyncEmbeddingClient(grpc_url, transport="uint8", normalize=False) as c:
+        async with AsyncEmbeddingClient(grpc_url, payload="uint8", normalize=False) as c:
             await c.wait_until_ready(30)
             many = await c.embed_many([*distinct_items[:20], b"broken"], batch_size=3,
                                       max_in_flight=4)
@@ -159,7 +159,7 @@ def test_a_rotated_photo_embeds_like_the_upright_one(emb: EmbeddingClient) -> No
 
 def test_normalize_gives_unit_vectors_on_every_path(grpc_url: str,
                                                    sample_images: list[Path]) -> None:
-    with EmbeddingClient(grpc_url, normalize=True, transport="uint8") as c:
+    with EmbeddingClient(grpc_url, normalize=True, payload="uint8") as c:
         rows = [c.embed(sample_images[0])[None], c.embed_batch(sample_images),
                 c.embed_many(sample_images * 3, batch_size=2).embeddings]
     for block in rows:
@@ -239,14 +239,14 @@ def test_server_restart_during_embed_many_loses_nothing(exported_repo: Path, tmp
     from serve.server import Ports
 
     items = [sample_images[i % len(sample_images)] for i in range(240)]
-    with EmbeddingClient(grpc_url, transport="uint8") as reference_client:
+    with EmbeddingClient(grpc_url, payload="uint8") as reference_client:
         expected = {p: reference_client.embed(p) for p in sample_images}
     srv = LocalTritonServer(exported_repo, ports=Ports.free(), work_dir=tmp_path)
     srv.start(timeout=300)
     policy = RetryPolicy(attempts=100, initial_delay=0.2, max_delay=1.0, deadline=180)
     outcome: dict[str, object] = {}
     try:
-        with EmbeddingClient(srv.grpc_url, transport="uint8", retry=policy, batch_size=2,
+        with EmbeddingClient(srv.grpc_url, payload="uint8", retry=policy, batch_size=2,
                              max_in_flight=2) as c:
             c.info  # noqa: B018
 
