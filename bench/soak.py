@@ -59,7 +59,7 @@ def _client_main(url: str, model: str, transport: str, users: int, interval: flo
     stop_at = start + seconds
 
     def user(seed: int) -> None:
-        with EmbeddingClient(url, model, transport=transport, timeout=60,
+        with EmbeddingClient(url, model, payload=transport, timeout=60,
                              retry=RetryPolicy(attempts=1)) as client:
             dtype = np.uint8 if transport == "uint8" else np.float32
             shape = (1, *client.float_info.input_shape)
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intervals left out of the RSS and drift baseline (default: %(default)s)")
     p.add_argument("--users", default="auto", help="concurrent users, or 'auto' for the knee")
     p.add_argument("--ramp-step", default="15s", help="length of each ramp level (default: %(default)s)")
-    p.add_argument("--transport", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--payload", dest="transport", choices=("float32", "uint8"), default="float32")
     p.add_argument("--max-rss-growth", type=float, default=0.05)
     p.add_argument("--max-p99-drift", type=float, default=0.2)
     p.add_argument("--out", type=Path, default=Path("reports/soak"),

@@ -16,6 +16,7 @@ distributed run setting them on the master is enough.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -25,10 +26,10 @@ from typing import Any
 
 USER_KINDS = ("grpc", "http", "raw")
 ARRIVALS = ("constant", "poisson")
-#: The client's transport names (client.embedding_client.TRANSPORTS without "auto").
-TRANSPORTS = ("float32", "uint8")
+#: What requests carry: the client's payload names (`client.settings`, without "auto").
+PAYLOADS = ("float32", "uint8")
 #: Old spelling still accepted, with a deprecation message.
-TRANSPORT_ALIASES = {"float": "float32"}
+PAYLOAD_ALIASES = {"float": "float32"}
 
 
 def parse_seconds(text: str | float | int | None) -> float:
@@ -57,17 +58,17 @@ def parse_steps(text: str | None) -> tuple[float, ...]:
     return values
 
 
-def transport_name(value: str) -> str:
+def payload_name(value: str) -> str:
     """`float32` or `uint8`; the old `float` still works, with a DeprecationWarning."""
     text = str(value).strip().lower()
-    if text in TRANSPORT_ALIASES:
-        new = TRANSPORT_ALIASES[text]
-        message = f"transport {text!r} is deprecated; use {new!r} (the client's name)"
+    if text in PAYLOAD_ALIASES:
+        new = PAYLOAD_ALIASES[text]
+        message = f"payload {text!r} is deprecated; use {new!r} (the client's name)"
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         print(f"loadtest: {message}", file=sys.stderr)
         text = new
-    if text not in TRANSPORTS:
-        raise argparse.ArgumentTypeError(f"transport must be one of {', '.join(TRANSPORTS)}, "
+    if text not in PAYLOADS:
+        raise argparse.ArgumentTypeError(f"payload must be one of {', '.join(PAYLOADS)}, "
                                          f"got {value!r}")
     return text
 
@@ -107,6 +108,8 @@ class Option:
     k8s: str | None = None
     k8s_role: str = "all"  # "all" (master and workers) or "master"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: An earlier name, still accepted (flag and variable) with a deprecation message.
+    old_name: str | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -144,10 +147,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", "pnasnet_large", str, "model name on the server", k8s="pnasnet_large"),
     Option("batch", 1, int, "images per request", k8s="1"),
     Option("images", "", str, "folder of images to send (default: the project's sample images)"),
-    Option("transport", "float32", transport_name,
-           "float32 tensors, or the client's compact uint8 transport (the server's <model>_uint8 "
-           "ensemble); 'float' is the deprecated name of float32", choices=TRANSPORTS,
-           k8s="float32"),
+    Option("payload", "float32", payload_name,
+           "what requests carry: float32 tensors, or uint8 pixels (a quarter of the bytes, through "
+           "the server's <model>_uint8 ensemble); 'float' is the deprecated name of float32",
+           choices=PAYLOADS, k8s="float32", old_name="transport"),
     Option("timeout", 120.0, float, "request timeout in seconds"),
     Option("attempts", 1, int,
            "tries per request with the client's retry policy (1: no retries, so a failing server "
@@ -210,14 +213,45 @@ def _help(opt: Option, with_env: bool) -> str:
     return f"{opt.help} (env {opt.env})" if with_env else opt.help
 
 
+class _OldFlag(argparse._StoreAction):
+    """Stores like any option; an earlier spelling of the flag also says what replaced it."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string and option_string != self.option_strings[0]:
+            _say_deprecated(f"{option_string} is deprecated; use {self.option_strings[0]}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _say_deprecated(message: str) -> None:
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    print(f"loadtest: {message}", file=sys.stderr)
+
+
+def _deprecations(opt: Option) -> dict[str, Any]:
+    return {"action": _OldFlag} if opt.old_name else {}
+
+
+def _take_old_variable(opt: Option) -> None:
+    """A Job or shell that still sets the old variable keeps working, and is told the new name."""
+    old = "LOADTEST_" + opt.old_name.upper()  # type: ignore[union-attr]
+    if old in os.environ and opt.env not in os.environ:
+        _say_deprecated(f"{old} is deprecated; use {opt.env}")
+        os.environ[opt.env] = os.environ[old]
+
+
 def add_locust_options(parser: Any) -> None:
     """Register the locustfile's options on Locust's parser (configargparse: env vars, conf files)."""
     group = parser.add_argument_group("embedding load test")
     for opt in OPTIONS:
         if opt.scope == RUNNER:
             continue
-        group.add_argument(opt.locust_flag, env_var=opt.env, default=opt.default, type=opt.type,
-                           help=_help(opt, True), **opt.kwargs)
+        flags = [opt.locust_flag]
+        if opt.old_name:
+            flags.append("--loadtest-" + opt.old_name.replace("_", "-"))
+            _take_old_variable(opt)
+        group.add_argument(*flags, env_var=opt.env, default=opt.default, type=opt.type,
+                           help=_help(opt, True), **_deprecations(opt), **opt.kwargs)
 
 
 def add_cli_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = None,
@@ -229,7 +263,9 @@ def add_cli_options(parser: argparse.ArgumentParser, names: Iterable[str] | None
         if opt.scope == INTERNAL or (wanted is not None and opt.name not in wanted):
             continue
         default = (defaults or {}).get(opt.name, opt.default)
-        parser.add_argument(opt.cli_flag, dest=opt.name, default=default, type=opt.type,
+        flags = [opt.cli_flag] + (["--" + opt.old_name.replace("_", "-")] if opt.old_name else [])
+        parser.add_argument(*flags, dest=opt.name, default=default, type=opt.type,
+                            **_deprecations(opt),
                             help=_help(opt, False), metavar=None if not opt.choices else
                             "{" + ",".join(opt.choices) + "}", **opt.kwargs)
 

@@ -14,12 +14,12 @@ from client import EmbeddingClient
 TARGET_EXIT_CODE = 5
 
 
-def check_target(url: str, protocol: str, model: str, transport: str,
+def check_target(url: str, protocol: str, model: str, payload: str,
                  timeout: float = 5.0) -> str | None:
-    """None when the server answers at `url` and the model (its uint8 ensemble for the compact
-    transport) is loaded and ready; else the reason, as one line."""
+    """None when the server answers at `url` and the model (its uint8 ensemble for the uint8
+    payload) is loaded and ready; else the reason, as one line."""
     try:
-        client = EmbeddingClient(url, model, protocol=protocol, transport=transport,  # type: ignore[arg-type]
+        client = EmbeddingClient(url, model, protocol=protocol, payload=payload,  # type: ignore[arg-type]
                                  timeout=timeout)
     except ValueError as exc:
         return f"bad target {url!r}: {exc}"
@@ -29,11 +29,11 @@ def check_target(url: str, protocol: str, model: str, transport: str,
         detail = health.get("error") or "no answer"
         return (f"no Triton server answers over {protocol} at {url} ({detail}); check the address "
                 f"and port ({'--http-host' if protocol == 'http' else '--host'})")
-    needed = [client.compact_model, model] if transport == "uint8" else [model]
+    needed = [client.uint8_model, model] if payload == "uint8" else [model]
     missing = [name for name in needed if not health["models"].get(name)]
     if missing:
         what = " and ".join(f"{n!r}" for n in missing)
-        hint = (" (the uint8 transport needs the ensemble that export writes beside the model)"
-                if client.compact_model in missing else "")
+        hint = (" (the uint8 payload needs the ensemble that export writes beside the model)"
+                if client.uint8_model in missing else "")
         return f"the server at {url} is up, but model {what} is not loaded or not ready{hint}"
     return None

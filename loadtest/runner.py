@@ -69,8 +69,8 @@ def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 def served_model(args: argparse.Namespace) -> str:
-    """The model requests go to: the `<model>_uint8` ensemble for the compact transport."""
-    if args.transport == "uint8":
+    """The model requests go to: the `<model>_uint8` ensemble for the uint8 payload."""
+    if args.payload == "uint8":
         from client import compact_model_name
 
         return compact_model_name(args.model)
@@ -126,7 +126,7 @@ def server_line(split: dict[str, Any]) -> str:
 def config_of(args: argparse.Namespace, host: str, protocol: str) -> dict[str, Any]:
     """What was asked for, as given (the report's `config`)."""
     return {"host": host, "protocol": protocol, "user": args.user, "model": args.model,
-            "transport": args.transport, "batch": args.batch, "shape": shape_of(args),
+            "payload": args.payload, "batch": args.batch, "shape": shape_of(args),
             "users": args.users, "steps": args.steps or None,
             "step_duration": args.step_duration if args.steps else None,
             "duration": None if args.steps else args.duration,
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
     host, protocol = target(args)
     say = (lambda *_a, **_k: None) if quiet else print
 
-    problem = check_target(host, protocol, args.model, args.transport)
+    problem = check_target(host, protocol, args.model, args.payload)
     if problem:
         print(f"loadtest: {problem}", file=sys.stderr, flush=True)
         return TARGET_EXIT_CODE, None

@@ -56,7 +56,7 @@ def make_client(url: str | None, settings: Settings, protocol: str) -> Embedding
     if url and url.startswith("http://"):
         url = url[len("http://"):]
     return EmbeddingClient(url.rstrip("/") if url else None, settings.model, protocol=protocol,
-                           transport=settings.transport, timeout=settings.timeout, retry=retry)
+                           payload=settings.payload, timeout=settings.timeout, retry=retry)
 
 
 class RequestUnfinished(Exception):
@@ -200,7 +200,7 @@ class RawTensorUser(EmbeddingUser):
         corpus = load_corpus(self.settings.images)
         # uint8 pixels for the compact transport (the server's ensemble converts), float32 in
         # [0, 1] for the model's own input.
-        build = self.client.pixels if self.settings.transport == "uint8" else self.client.preprocess
+        build = self.client.pixels if self.settings.payload == "uint8" else self.client.preprocess
         pixels = [build(item, i) for i, item in enumerate(corpus)]
         batch = self.settings.batch
         self.batches = [np.stack([pixels[(b * batch + j) % len(pixels)] for j in range(batch)])

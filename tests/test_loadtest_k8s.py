@@ -31,7 +31,7 @@ for env, dest in by_env.items():
     value = getattr(options, dest, None)
     values[env] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 print(json.dumps({"by_env": by_env, "values": values, "grpc_url": default_url("grpc"),
-                  "transport": settings.transport, "user": settings.user,
+                  "payload": settings.payload, "user": settings.user,
                   "extras_file": settings.extras_file, "thresholds": thresholds.as_dict()}))
 """
 
@@ -77,7 +77,7 @@ def test_every_variable_a_job_sets_is_read(rendered: Rendered, job: str, tmp_pat
             same = str(parsed).lower() == value.lower() or (
                 isinstance(parsed, (int, float)) and float(parsed) == parse_seconds(value))
             assert same, (name, value, parsed)  # run time: "10m" arrives as 600 s
-    assert read["transport"] in ("float32", "uint8") and read["user"] in ("grpc", "http", "raw")
+    assert read["payload"] in ("float32", "uint8") and read["user"] in ("grpc", "http", "raw")
     assert read["extras_file"].startswith("/tmp/")  # the only writable place in the pod
     if job == "locust-master":
         gate = {o.name: float(o.k8s) for o in OPTIONS if o.scope == SLO and o.k8s is not None}

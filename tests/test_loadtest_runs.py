@@ -123,7 +123,7 @@ def test_http_user(server, tmp_path: Path) -> None:  # noqa: ANN001
 
 def test_compact_transport_splits_time_over_the_ensemble(grpc_url: str, tmp_path: Path) -> None:
     out = str(tmp_path / "uint8")
-    proc, report = loadtest("--host", grpc_url, "--transport", "uint8", "--user", "raw", "--users",
+    proc, report = loadtest("--host", grpc_url, "--payload", "uint8", "--user", "raw", "--users",
                             "2", "--duration", "3s", "--out", out)
     assert_clean_report(proc, report)
     models = report["server"]["models"]  # the ensemble's steps: conversion, then the model
@@ -267,18 +267,19 @@ def test_a_missing_uint8_ensemble_fails_at_once(grpc_url: str, tmp_path: Path) -
     """The float model is there, its `_uint8` ensemble is not: the compact transport can't run."""
     out = str(tmp_path / "noensemble")
     model = "pnasnet_large_uint8_to_float"  # loaded, but nothing is exported beside it
-    proc, _ = loadtest("--host", grpc_url, "--model", model, "--transport", "uint8",
+    proc, _ = loadtest("--host", grpc_url, "--model", model, "--payload", "uint8",
                        "--duration", "60s", "--out", out)
     assert_refused(proc, out, f"'{model}_uint8'", "ensemble")
 
 
-def test_float_still_works_as_the_transport_name(grpc_url: str, tmp_path: Path) -> None:
+def test_the_old_transport_flag_and_float_still_work(grpc_url: str, tmp_path: Path) -> None:
     out = str(tmp_path / "oldname")
     proc, report = loadtest("--host", grpc_url, "--user", "raw", "--transport", "float",
                             "--users", "1", "--duration", "2s", "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"transport 'float' is deprecated; use 'float32'", proc.stderr)
-    assert report["config"]["transport"] == "float32"
+    assert "--transport is deprecated; use --payload" in proc.stderr
+    assert re.search(r"payload 'float' is deprecated; use 'float32'", proc.stderr)
+    assert report["config"]["payload"] == "float32"
 
 
 def test_sigterm_to_the_load_test_alone_stops_its_locust(grpc_url: str, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -29,7 +30,7 @@ from loadtest.options import (
     locust_args,
     parse_seconds,
     parse_steps,
-    transport_name,
+    payload_name,
 )
 from loadtest.report import error_type, failures_by_type, metrics, throughput
 from loadtest.runner import locust_command, stop_process_group
@@ -146,7 +147,7 @@ def test_durations_and_steps_parse() -> None:
 def test_settings_default_without_locust_options() -> None:
     settings = Settings.from_options(None)
     assert settings.user == "grpc" and settings.batch == 1 and settings.rate_per_user == 0
-    assert settings.transport == "float32"
+    assert settings.payload == "float32"
     custom = Settings.from_options(argparse.Namespace(loadtest_batch="4", loadtest_steps="1,2",
                                                       loadtest_step_duration="5s"))
     assert custom.batch == 4 and custom.steps == (1.0, 2.0) and custom.step_duration == 5.0
@@ -154,14 +155,14 @@ def test_settings_default_without_locust_options() -> None:
 
 def test_float_is_the_deprecated_name_of_float32() -> None:
     with pytest.warns(DeprecationWarning, match="float32"):
-        assert transport_name("float") == "float32"
+        assert payload_name("float") == "float32"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert transport_name("uint8") == "uint8"
+        assert payload_name("uint8") == "uint8"
     with pytest.raises(argparse.ArgumentTypeError, match="float32, uint8"):
-        transport_name("float16")
-    args = cli.build_parser().parse_args(["--transport", "uint8"])
-    assert args.transport == "uint8"
+        payload_name("float16")
+    args = cli.build_parser().parse_args(["--payload", "uint8"])
+    assert args.payload == "uint8"
 
 
 def test_every_option_is_declared_once_and_reaches_locust(tmp_path: Path) -> None:
@@ -192,7 +193,7 @@ def check_options_reach_locust(tmp_path: Path) -> None:
             assert locust_flags[opt.locust_dest].env_var == opt.env
 
     given = {"user": "raw", "raw_protocol": "grpc", "model": "m", "batch": "3", "images": "/imgs",
-             "transport": "uint8", "timeout": "7", "attempts": "2", "think_ms": "5",
+             "payload": "uint8", "timeout": "7", "attempts": "2", "think_ms": "5",
              "arrivals": "poisson", "max_inflight": "9", "steps": "1,2", "step_duration": "3s",
              "max_p50_ms": "1", "max_p95_ms": "2", "max_p99_ms": "3", "max_error_rate": "0.5",
              "min_rps": "4", "min_images_per_s": "6"}
@@ -213,7 +214,7 @@ def check_options_reach_locust(tmp_path: Path) -> None:
     assert parsed.num_users == 2 and "--processes" in cmd  # steps: the top step's users
     assert locust_args(cli.build_parser().parse_args([])) == [
         "--loadtest-user", "grpc", "--loadtest-raw-protocol", "grpc", "--loadtest-model",
-        "pnasnet_large", "--loadtest-batch", "1", "--loadtest-transport", "float32",
+        "pnasnet_large", "--loadtest-batch", "1", "--loadtest-payload", "float32",
         "--loadtest-timeout", "120", "--loadtest-attempts", "1", "--loadtest-think-ms", "0",
         "--loadtest-arrivals", "constant", "--loadtest-max-inflight", "32",
         "--loadtest-step-duration", "10s"]
@@ -427,3 +428,15 @@ def test_importing_the_load_test_does_not_import_locust() -> None:
             "assert 'locust' not in sys.modules, 'locust imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_old_payload_variable_still_works_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Job that still sets LOADTEST_TRANSPORT gets the same run and the new name."""
+    from loadtest import options
+
+    monkeypatch.setenv("LOADTEST_TRANSPORT", "uint8")
+    monkeypatch.delenv("LOADTEST_PAYLOAD", raising=False)
+    payload = next(o for o in OPTIONS if o.name == "payload")
+    with pytest.warns(DeprecationWarning, match="LOADTEST_TRANSPORT is deprecated; use LOADTEST_PAYLOAD"):
+        options._take_old_variable(payload)
+    assert os.environ["LOADTEST_PAYLOAD"] == "uint8"
