@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -86,6 +87,19 @@ def exit_with_parent(sig: int = signal.SIGTERM) -> int:
     if parent == 1 or os.getppid() != parent:
         os.kill(os.getpid(), sig)
     return parent
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM `process` (it drains and stops its own children), SIGKILL its process group if it
+    has not exited within `timeout`; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
 
 
 class Interrupted(Exception):  # noqa: N818 - reads as what happened: "Interrupted('SIGTERM')"

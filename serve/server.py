@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from serve import runtime
-from serve.lifecycle import die_with_parent
+from serve.lifecycle import die_with_parent, terminate
 
 
 class ServerError(RuntimeError):
@@ -169,14 +169,7 @@ class LocalTritonServer:
         """SIGTERM the server (it drains in-flight requests and stops its stubs), then clean up."""
         code = None
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait()
-            code = self.process.returncode
+            code = terminate(self.process, timeout)
             self._reap_group()
             self.process = None
         if self._log is not None:

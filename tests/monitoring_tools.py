@@ -7,9 +7,7 @@ prometheus-tools); a missing binary fails the test that needs it, never skips it
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -20,6 +18,8 @@ from typing import Any
 
 import pytest
 from k8s_tools import K8S, load_yaml
+
+from serve.lifecycle import terminate
 
 RULE_FILE = K8S / "base" / "prometheusrule.yaml"
 DASHBOARD = K8S / "base" / "dashboards" / "triton.json"
@@ -145,14 +145,7 @@ class LocalPrometheus:
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        code = self.process.returncode
+        code = terminate(self.process, timeout)
         self.process = None
         return code
 
