@@ -71,9 +71,9 @@ def locust_command(args: argparse.Namespace, out: Path) -> list[str]:
 def served_model(args: argparse.Namespace) -> str:
     """The model requests go to: the `<model>_uint8` ensemble for the uint8 payload."""
     if args.payload == "uint8":
-        from client import compact_model_name
+        from client import uint8_model_name
 
-        return compact_model_name(args.model)
+        return uint8_model_name(args.model)
     return args.model
 
 

@@ -142,7 +142,7 @@ def test_uint8_ensemble_and_client_on_the_unbatched_shape(unbatched_server: Loca
     pixels = np.stack([to_pixels(p, (331, 331)) for p in sample_paths()])
     want = np.concatenate([compiled(to_model_input(p)[None])[0] for p in pixels])
     _assert_rows(_infer(unbatched_server.grpc_url, pixels[:3], f"{MODEL}_uint8"), want[:3])
-    with EmbeddingClient(unbatched_server.grpc_url, transport="uint8") as client:
+    with EmbeddingClient(unbatched_server.grpc_url, payload="uint8") as client:
         _assert_rows(client.embed_batch(sample_paths()), want)
 
 

@@ -48,7 +48,7 @@ class Phases:
 def _load(url: str, transport: str, image: Path, phases: Phases, stop: threading.Event,
           replies: list[Reply]) -> None:
     # No retries: a request that fails during the swap must show up as a failure.
-    with EmbeddingClient(url, MODEL, transport=transport, timeout=60,
+    with EmbeddingClient(url, MODEL, payload=transport, timeout=60,
                          retry=RetryPolicy(attempts=1)) as client:
         while not stop.is_set():
             phase = phases.name
