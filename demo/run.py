@@ -184,12 +184,12 @@ def embed_samples(client: EmbeddingClient) -> None:
 
 
 def compare_transports(client: EmbeddingClient, float_vectors: np.ndarray) -> None:
-    """The compact transport: a quarter of the bytes, the same embeddings."""
+    """The uint8 payload: a quarter of the bytes, the same embeddings."""
     with EmbeddingClient(client.url, client.model, payload="uint8") as compact:
         vectors = compact.embed_batch(sample_paths())
         pixels = compact.info.height * compact.info.width * compact.info.channels
     diff = float(np.max(np.abs(vectors - float_vectors)))
-    print(f"\nuint8 transport ({compact.uint8_model} ensemble): {pixels:,} bytes per image instead "
+    print(f"\nuint8 payload ({compact.uint8_model} ensemble): {pixels:,} bytes per image instead "
           f"of {pixels * 4:,} as float32; max abs difference from the float path {diff:.2g}")
 
 
