@@ -155,6 +155,7 @@ def end_to_end(repo: Path, model: str, users: str, step_duration: str, rounds: i
                out_dir: Path, timeout: float) -> dict[str, list[dict]]:
     """Sweep the same users against the local Triton on each config, alternating configs per round;
     one server at a time, started and stopped here."""
+    from loadtest.sweep import label as sweep_label
     from serve.server import LocalTritonServer, Ports
 
     found: dict[str, list[dict]] = {name: [] for name in E2E_CONFIGS}
@@ -170,6 +171,10 @@ def end_to_end(repo: Path, model: str, users: str, step_duration: str, rounds: i
                         "--users", users, "--step-duration", step_duration, "--out", str(out)],
                        timeout, ok=(0, 1, 4))
                 result = json.loads(Path(f"{out}_sweep.json").read_text())
+                for row in result["rows"]:
+                    row["load"] = sweep_label(row)
+                knee = result.get("knee")
+                result["knee_row"] = result["rows"][knee] if knee is not None else None
                 result["wall_s"] = time.monotonic() - start
             found[name].append(result)
             knee = result.get("knee_row") or {}
