@@ -193,7 +193,7 @@ def e2e_table(found: dict[str, list[dict]]) -> tuple[str, str]:
         vals = [x["rows"][i][key] for x in found[name] if x["rows"][i][key] is not None]
         return statistics.median(vals) if vals else float("nan")
 
-    lines = ["| users | TF req/s | TF p50 / p95 ms | OpenVINO req/s | OpenVINO p50 / p95 ms | "
+    lines = ["| load | TF req/s | TF p50 / p95 ms | OpenVINO req/s | OpenVINO p50 / p95 ms | "
              "OpenVINO / TF req/s |", "|---|---:|---:|---:|---:|---:|"]
     ratios = {}
     for i, level in enumerate(levels):
