@@ -142,6 +142,17 @@ def test_monitoring_resources_conform_to_the_prometheus_operator_crds(rendered: 
     assert all(r["errors"] == [] for r in results)
 
 
+
+def crd_errors(tmp_path: Path, **docs: dict) -> dict[str, list[str]]:
+    """Validate each document against its CRD; the errors by the document's keyword name."""
+    files = []
+    for label, doc in docs.items():
+        files.append(tmp_path / f"{label}.yaml")
+        files[-1].write_text(dump(doc))
+    code, results = validate_crds(files)
+    assert code == 1
+    return {Path(r["file"]).stem: r["errors"] for r in results}
+
 def test_crd_validation_rejects_broken_monitors(rendered: dict[str, Path], tmp_path: Path) -> None:
     monitor = find(documents(rendered["gpu"].read_text()), "PodMonitor")
 
@@ -150,14 +161,7 @@ def test_crd_validation_rejects_broken_monitors(rendered: dict[str, Path], tmp_p
     wrong = copy.deepcopy(monitor)
     wrong["spec"]["podMetricsEndpoints"][0]["port"] = 8002  # the CRD wants the port's name
     del wrong["spec"]["selector"]
-    files = []
-    for label, doc in (("typo", typo), ("wrong", wrong)):
-        files.append(tmp_path / f"{label}.yaml")
-        files[-1].write_text(dump(doc))
-
-    code, results = validate_crds(files)
-    assert code == 1
-    errors = {Path(r["file"]).stem: r["errors"] for r in results}
+    errors = crd_errors(tmp_path, typo=typo, wrong=wrong)
     assert errors["typo"] == ["spec.podMetricsEndpoints[0].intervall: field not defined by the CRD"]
     assert any(e.startswith("spec.podMetricsEndpoints.0.port:") for e in errors["wrong"])
     assert any(e.startswith("spec.selector:") for e in errors["wrong"])
@@ -172,14 +176,7 @@ def test_crd_validation_rejects_a_broken_prometheus_rule(rendered: dict[str, Pat
     wrong = copy.deepcopy(rule)
     wrong["spec"]["groups"][0]["rules"][alert]["for"] = "five minutes"  # not a Prometheus duration
     del wrong["spec"]["groups"][0]["name"]
-    files = []
-    for label, doc in (("typo", typo), ("wrong", wrong)):
-        files.append(tmp_path / f"{label}.yaml")
-        files[-1].write_text(dump(doc))
-
-    code, results = validate_crds(files)
-    assert code == 1
-    errors = {Path(r["file"]).stem: r["errors"] for r in results}
+    errors = crd_errors(tmp_path, typo=typo, wrong=wrong)
     assert errors["typo"] == [f"spec.groups[0].rules[{alert}].labelz: field not defined by the CRD"]
     assert any(e.startswith(f"spec.groups.0.rules.{alert}.for:") for e in errors["wrong"]), errors["wrong"]
     assert any(e.startswith("spec.groups.0.name:") for e in errors["wrong"]), errors["wrong"]
