@@ -12,10 +12,10 @@ per-step rows and the SLO verdict go to --loadtest-extras-file at the end.
 
 from __future__ import annotations
 
-# gRPC's own threads block gevent unless its gevent integration is on before any channel exists.
-import grpc.experimental.gevent as grpc_gevent
+# Before any channel exists: gRPC cooperating with gevent, its core held open for the process.
+from loadtest import grpc_gevent
 
-grpc_gevent.init_gevent()
+grpc_gevent.init()
 
 from loadtest import listeners  # noqa: E402
 from loadtest.shapes import LoadtestShape  # noqa: E402, F401

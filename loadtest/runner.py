@@ -84,6 +84,21 @@ def expected_seconds(args: argparse.Namespace) -> float:
     return parse_seconds(args.duration)
 
 
+def exit_reason(code: int) -> str:
+    """How a child ended, in words: `subprocess` reports death by signal N as -N."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def shell_exit_code(code: int) -> int:
+    """A child's end as this process's exit code: 128+N for signal N, as shells report it."""
+    return 128 - code if code < 0 else (code or 1)
+
+
 def stop_process_group(proc: subprocess.Popen, grace: float = 10.0) -> int:
     """SIGTERM the Locust process group (master and workers), SIGKILL what is left after `grace`.
 
@@ -192,9 +207,10 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
 
     extras = _read_json(Path(f"{out}.extras.json"))
     if extras is None:
-        print(f"loadtest: no statistics from Locust; exit code {code}", file=sys.stderr)
+        print(f"loadtest: Locust {exit_reason(code)} before it wrote its statistics; the end of its "
+              f"log ({log_path}):", file=sys.stderr)
         print("\n".join(log_text.splitlines()[-20:]), file=sys.stderr)
-        return code or 1, None
+        return shell_exit_code(code), None
     Path(f"{out}.extras.json").unlink()
     flow, latency = extras["throughput"], extras["latency_ms"]
 

@@ -440,3 +440,48 @@ def test_the_old_payload_variable_still_works_and_says_so(monkeypatch: pytest.Mo
     with pytest.warns(DeprecationWarning, match="LOADTEST_TRANSPORT is deprecated; use LOADTEST_PAYLOAD"):
         options._take_old_variable(payload)
     assert os.environ["LOADTEST_PAYLOAD"] == "uint8"
+
+
+def test_a_locust_killed_by_a_signal_is_named_and_exits_as_a_shell_reports_it() -> None:
+    from loadtest.runner import exit_reason, shell_exit_code
+
+    assert exit_reason(-6) == "was killed by SIGABRT"
+    assert exit_reason(-9) == "was killed by SIGKILL"
+    assert exit_reason(3) == "exited with code 3"
+    assert shell_exit_code(-6) == 134 and shell_exit_code(-9) == 137
+    assert shell_exit_code(3) == 3 and shell_exit_code(0) == 1  # no statistics is never success
+
+
+GRPC_HOLD_PROBE = """
+from gevent import monkey; monkey.patch_all()
+import sys
+from loadtest import grpc_gevent
+if sys.argv[1] == "held":
+    grpc_gevent.init()
+    grpc_gevent.init()  # idempotent: one hold
+else:
+    import grpc.experimental.gevent; grpc.experimental.gevent.init_gevent()
+import grpc
+for _ in range(3):  # users come and go, as at the end of a run
+    channel = grpc.insecure_channel("127.0.0.1:9")
+    channel.close()
+    del channel
+print("closed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["held", "plain"])
+def test_grpc_core_stays_up_in_the_locust_process_until_it_exits(mode: str) -> None:
+    """gRPC's core shuts down when its last holder goes, which mid-run can abort Locust; the
+    locustfile's init keeps one holder for the process's life, and the process still exits."""
+    env = dict(os.environ, GRPC_TRACE="api", GRPC_VERBOSITY="debug", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", GRPC_HOLD_PROBE, mode], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-2000:]
+    inits = proc.stderr.count("grpc_init(void)")
+    shutdowns = proc.stderr.count("grpc_shutdown(void)")
+    assert inits >= 4
+    if mode == "held":
+        assert shutdowns == inits - 1  # the core's count never reaches zero
+    else:
+        assert shutdowns == inits  # what happens without it: the core shuts down mid-process
