@@ -399,7 +399,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"conversion (tf2onnx, opset {record['opset']}): {record['convert_seconds']:.1f} s; "
           f"with contract check + parity + configs: {convert_wall:.1f} s")
     parity = record["parity"]
-    print(f"ONNX parity on {parity['batch']} images: max |onnx - tf| = {parity['max_abs_diff']:.3g} "
+    print(f"ONNX parity on {parity['images']} images: max |onnx - tf| = {parity['max_abs_diff']:.3g} "
           f"(relative {parity['max_abs_diff'] / parity['max_abs_reference']:.2g}); min cosine "
           f"{parity['min_cosine']:.9f}")
     print("load (and peak RSS of the measuring process): " + ", ".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,41 @@ def max_abs_difference(module: ServingModule, saved: Path, iface: Interface,
 def check(diff: float, tolerance: float = TOLERANCE) -> None:
     if not np.isfinite(diff) or diff > tolerance:
         raise FidelityError(f"reloaded model differs from the source by {diff:.3g} (> {tolerance:g})")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a converted model (ONNX, OpenVINO at one precision, TF-TRT) reproduces the
+    SavedModel on the same images: one record, so every provenance file and check reads alike."""
+
+    images: int
+    max_abs_diff: float
+    max_abs_reference: float
+    min_cosine: float
+    precision: str = "f32"
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_diff / max(self.max_abs_reference, 1e-30)
+
+    def within(self, rtol: float, atol: float = 0.0) -> bool:
+        """max |got - reference| <= rtol x max |reference| + atol (NaN never is)."""
+        return bool(np.isfinite(self.max_abs_diff)
+                    and self.max_abs_diff <= rtol * self.max_abs_reference + atol)
+
+
+def compare(reference: np.ndarray, got: np.ndarray, engine: str, precision: str = "f32") -> Parity:
+    """Parity of `got` against `reference` ([images, features] each), image by image.
+
+    An all-zero embedding agrees (cosine 1) only with an identical one: a model that outputs
+    zeros must not pass as a perfect match.
+    """
+    if got.shape != reference.shape:
+        raise FidelityError(f"{engine} ({precision}) returns shape {got.shape}, the SavedModel "
+                            f"{reference.shape}")
+    ref, out = reference.astype(np.float64), got.astype(np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = np.where(norms > 0, np.sum(ref * out, axis=1) / np.maximum(norms, 1e-300),
+                   np.where(np.linalg.norm(ref - out, axis=1) == 0, 1.0, 0.0))
+    return Parity(int(ref.shape[0]), float(np.max(np.abs(out - ref))), float(np.max(np.abs(ref))),
+                  float(np.min(cos)), precision)

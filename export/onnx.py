@@ -48,8 +48,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from export import SAVEDMODEL_DIRNAME, repository
+from export import SAVEDMODEL_DIRNAME, fidelity, repository
 from export.errors import ExportError, FidelityError, SourceError
+from export.fidelity import Parity
 from export.progress import Steps
 
 if TYPE_CHECKING:
@@ -78,24 +79,6 @@ CONVERT_TIMEOUT_S = 3600.0
 
 class ConversionError(ExportError):
     """tf2onnx failed, or its output does not have the serving contract."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How closely the ONNX model reproduces the SavedModel on one batch."""
-
-    max_abs_diff: float
-    max_abs_reference: float
-    min_cosine: float
-    batch: int
-
-    @property
-    def relative(self) -> float:
-        return self.max_abs_diff / max(self.max_abs_reference, 1e-30)
-
-    def ok(self, rtol: float = RTOL, atol: float = ATOL) -> bool:
-        return bool(np.isfinite(self.max_abs_diff)
-                    and self.max_abs_diff <= rtol * self.max_abs_reference + atol)
 
 
 @dataclass
@@ -208,24 +191,15 @@ def ort_session(onnx_path: Path, threads: int = 0):  # noqa: ANN201 - onnxruntim
 
 
 def compare(reference: np.ndarray, got: np.ndarray) -> Parity:
-    """Parity figures of `got` against `reference` ([batch, features] each)."""
-    if got.shape != reference.shape:
-        raise FidelityError(f"ONNX model returns shape {got.shape}, SavedModel {reference.shape}")
-    ref = reference.astype(np.float64)
-    out = got.astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(norms > 0, np.sum(ref * out, axis=1) / np.maximum(norms, 1e-300), 1.0)
-    return Parity(float(np.max(np.abs(out - ref))), float(np.max(np.abs(ref))), float(np.min(cos)),
-                  int(reference.shape[0]))
+    """Parity figures of the ONNX model's `got` against the SavedModel's `reference`."""
+    return fidelity.compare(reference, got, "ONNX model")
 
 
 def parity(saved: Path, onnx_path: Path, iface: Interface, batch: np.ndarray | None = None) -> Parity:
     """SavedModel (TensorFlow) and ONNX model (onnxruntime, CPU) on the same fixed batch."""
     import tensorflow as tf
 
-    from export.fidelity import probe_batch
-
-    batch = probe_batch(iface) if batch is None else batch
+    batch = fidelity.probe_batch(iface) if batch is None else batch
     loaded = tf.saved_model.load(str(saved))
     fn = loaded.signatures["serving_default"]
     reference = fn(**{iface.input_name: tf.constant(batch)})[iface.output_name].numpy()
@@ -349,7 +323,7 @@ def export_onnx(repo: Path, model: str, *, version: int | None = None, opset: in
         result = parity(saved, onnx_path, iface)
         say(f"max abs difference {result.max_abs_diff:.3g} ({result.relative:.2g} of max |output|, "
             f"tolerance {rtol:g} relative + {atol:g}); min cosine {result.min_cosine:.8f}")
-        if not result.ok(rtol, atol):
+        if not result.within(rtol, atol):
             raise FidelityError(f"ONNX model differs from the SavedModel by {result.max_abs_diff:.3g} "
                                 f"(> {rtol:g} x {result.max_abs_reference:.3g} + {atol:g})")
         record = {"source_model": model, "source_version": source_version, "converter": "tf2onnx",

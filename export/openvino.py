@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from export import SAVEDMODEL_DIRNAME
 from export.errors import ExportError, FidelityError
+from export.fidelity import Parity, compare
 
 if TYPE_CHECKING:
     from export.signature import Interface
@@ -52,21 +53,6 @@ PRECISIONS = ("f32", "bf16")
 
 class OpenVinoError(ExportError):
     """OpenVINO is missing, the conversion failed, or the IR lost the serving contract."""
-
-
-@dataclass(frozen=True)
-class PrecisionParity:
-    """OpenVINO at one inference precision against TensorFlow on the same images."""
-
-    precision: str
-    images: int
-    max_abs_diff: float
-    max_abs_reference: float
-    min_cosine: float
-
-    @property
-    def relative(self) -> float:
-        return self.max_abs_diff / max(self.max_abs_reference, 1e-30)
 
 
 def _openvino():  # noqa: ANN202 - the module, imported lazily (it is an optional dependency)
@@ -131,20 +117,8 @@ def parity_images(iface: Interface) -> np.ndarray:
     return np.concatenate([np.stack(photos), probe_batch(iface)], axis=0)
 
 
-def compare(precision: str, reference: np.ndarray, got: np.ndarray) -> PrecisionParity:
-    if got.shape != reference.shape:
-        raise FidelityError(f"OpenVINO ({precision}) returns shape {got.shape}, TensorFlow "
-                            f"{reference.shape}")
-    ref, out = reference.astype(np.float64), got.astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(norms > 0, np.sum(ref * out, axis=1) / np.maximum(norms, 1e-300),
-                   np.where(np.linalg.norm(ref - out, axis=1) == 0, 1.0, 0.0))
-    return PrecisionParity(precision, int(ref.shape[0]), float(np.max(np.abs(out - ref))),
-                           float(np.max(np.abs(ref))), float(np.min(cos)))
-
-
 def parity(saved: Path, ir: Path, iface: Interface, images: np.ndarray | None = None,
-           tensorflow: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, PrecisionParity]:
+           tensorflow: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Parity]:
     """TensorFlow vs OpenVINO at f32 and bf16, image by image.
 
     `tensorflow` computes the reference; by default the SavedModel's signature, loaded from `saved`
@@ -164,14 +138,14 @@ def parity(saved: Path, ir: Path, iface: Interface, images: np.ndarray | None = 
     for precision in PRECISIONS:
         compiled = compile_ir(ir, precision)
         got = np.concatenate([compiled(images[i:i + 1])[0] for i in range(len(images))])
-        found[precision] = compare(precision, reference, got)
+        found[precision] = compare(reference, got, "OpenVINO", precision)
     return found
 
 
-def check(found: dict[str, PrecisionParity], rtol: float = F32_RTOL,
+def check(found: dict[str, Parity], rtol: float = F32_RTOL,
           min_cosine: float = BF16_MIN_COSINE) -> None:
     f32, bf16 = found["f32"], found["bf16"]
-    if not np.isfinite(f32.max_abs_diff) or f32.max_abs_diff > rtol * f32.max_abs_reference:
+    if not f32.within(rtol):
         raise FidelityError(f"OpenVINO f32 differs from TensorFlow by {f32.max_abs_diff:.3g} "
                             f"(> {rtol:g} x max |output| {f32.max_abs_reference:.3g})")
     if not bf16.min_cosine >= min_cosine:

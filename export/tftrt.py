@@ -45,7 +45,7 @@ from export.progress import Steps
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from export.onnx import Parity
+    from export.fidelity import Parity
     from export.signature import Interface
 
 PRECISIONS = ("FP32", "FP16", "INT8")
@@ -340,7 +340,8 @@ def convert(repo: Path, model: str, precision: str, *, version: int | None = Non
     cannot convert stops before any work; the version is staged and renamed into place only after
     the engines are built and the output agrees with the source.
     """
-    from export.onnx import compare, source_savedmodel
+    from export.fidelity import compare
+    from export.onnx import source_savedmodel
 
     say = progress or (lambda _msg: None)
     repo = Path(repo)
@@ -401,7 +402,7 @@ def convert(repo: Path, model: str, precision: str, *, version: int | None = Non
             **{iface.input_name: tf.constant(batch)})[iface.output_name].numpy()
         got = tf.saved_model.load(str(out_dir)).signatures["serving_default"](
             **{iface.input_name: tf.constant(batch)})[iface.output_name].numpy()
-        result = compare(want, got)
+        result = compare(want, got, "TF-TRT", precision.lower())
         say(f"max abs difference {result.max_abs_diff:.3g} ({result.relative:.2g} relative), "
             f"min cosine {result.min_cosine:.6f}")
         check_agreement(result, precision)

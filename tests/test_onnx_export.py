@@ -80,16 +80,20 @@ def test_onnxruntime_matches_tensorflow_within_tolerance(onnx_repo: Path) -> Non
     for size in (1, len(batch)):  # the dynamic batch dimension, at 1 and at 4
         (got,) = session.run(["embedding"], {"images": batch[:size]})
         parity = onnx_path.compare(want[:size], got)
-        assert parity.ok(onnx_path.RTOL, onnx_path.ATOL), parity
+        assert parity.within(onnx_path.RTOL, onnx_path.ATOL), parity
         assert parity.min_cosine > 0.99999
 
 
 def test_parity_check_rejects_a_different_output() -> None:
     ref = np.random.RandomState(0).rand(2, 4320).astype(np.float32)
-    assert onnx_path.compare(ref, ref.copy()).ok()
-    assert not onnx_path.compare(ref, ref * 1.01).ok()
-    assert not onnx_path.compare(ref, np.full_like(ref, np.nan)).ok()
-    with pytest.raises(FidelityError):
+    assert onnx_path.compare(ref, ref.copy()).within(onnx_path.RTOL, onnx_path.ATOL)
+    assert not onnx_path.compare(ref, ref * 1.01).within(onnx_path.RTOL, onnx_path.ATOL)
+    assert not onnx_path.compare(ref, np.full_like(ref, np.nan)).within(onnx_path.RTOL, onnx_path.ATOL)
+    zeroed = ref.copy()
+    zeroed[1] = 0.0
+    assert onnx_path.compare(ref, zeroed).min_cosine == 0.0  # an all-zero embedding is no match
+    assert onnx_path.compare(zeroed, zeroed.copy()).min_cosine == pytest.approx(1.0)
+    with pytest.raises(FidelityError, match=r"ONNX model \(f32\) returns shape"):
         onnx_path.compare(ref, ref[:1])
 
 
@@ -106,7 +110,7 @@ def test_a_failed_conversion_leaves_no_version(onnx_repo: Path, monkeypatch: pyt
 
 
 def test_a_parity_failure_leaves_no_version(onnx_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = onnx_path.Parity(max_abs_diff=0.5, max_abs_reference=1.0, min_cosine=0.9, batch=2)
+    bad = onnx_path.Parity(images=2, max_abs_diff=0.5, max_abs_reference=1.0, min_cosine=0.9)
     monkeypatch.setattr(onnx_path, "parity", lambda *_a, **_k: bad)
     with pytest.raises(FidelityError, match="differs from the SavedModel"):
         onnx_path.export_onnx(onnx_repo, MODEL)

@@ -28,7 +28,7 @@ def test_reduced_pnasnet_twin_converts_with_parity(tmp_path: Path) -> None:
         pytest.skip(f"twin:{TWIN} is not registered")
     exported = export_model(f"twin:{TWIN}", tmp_path, MODEL)
     result = onnx_path.export_onnx(tmp_path, MODEL)
-    assert result.parity.ok(onnx_path.RTOL, onnx_path.ATOL), result.parity
+    assert result.parity.within(onnx_path.RTOL, onnx_path.ATOL), result.parity
     assert result.parity.min_cosine > 0.99999
 
     # A fresh batch, three images (a batch size the export check did not use).
@@ -39,5 +39,5 @@ def test_reduced_pnasnet_twin_converts_with_parity(tmp_path: Path) -> None:
     (got,) = onnx_path.ort_session(result.path / onnx_path.ONNX_FILENAME).run(
         ["embedding"], {"images": batch})
     parity = onnx_path.compare(want, got)
-    assert parity.ok(onnx_path.RTOL, onnx_path.ATOL), parity
+    assert parity.within(onnx_path.RTOL, onnx_path.ATOL), parity
     assert np.all(np.isfinite(got)) and got.shape == (3, 4320)

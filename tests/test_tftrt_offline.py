@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export import model_config, repository, tftrt
 from export.errors import ExportError, FidelityError, SourceError
-from export.onnx import Parity
+from export.fidelity import Parity
 
 MODEL = "pnasnet_large"
 NO_TRT = tftrt.TensorRTStatus("2.21.0", tensorrt_build=False, tensorrt_version=None, gpus=())
@@ -159,11 +159,11 @@ def test_calibration_batches_look_like_served_inputs(tmp_path: Path) -> None:
 
 
 def test_agreement_thresholds_follow_the_precision() -> None:
-    close = Parity(max_abs_diff=0.01, max_abs_reference=1.0, min_cosine=0.9999, batch=2)
+    close = Parity(images=2, max_abs_diff=0.01, max_abs_reference=1.0, min_cosine=0.9999)
     tftrt.check_agreement(close, "FP16")
     with pytest.raises(FidelityError):
         tftrt.check_agreement(close, "FP32")
-    drifted = Parity(max_abs_diff=0.3, max_abs_reference=1.0, min_cosine=0.985, batch=2)
+    drifted = Parity(images=2, max_abs_diff=0.3, max_abs_reference=1.0, min_cosine=0.985)
     tftrt.check_agreement(drifted, "INT8")
     with pytest.raises(FidelityError, match="cosine"):
         tftrt.check_agreement(drifted, "FP16")
