@@ -1,1 +1,1 @@
-"""Benchmarks: measured side by side in one run, printed as tables; never run as tests."""
+"""Benchmarks: measured side by side in one run, printed as tables; never timed by the tests."""

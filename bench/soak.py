@@ -32,14 +32,10 @@ from typing import Any
 import numpy as np
 import psutil
 
+from loadtest.options import parse_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 RAMP_USERS = (1, 2, 4, 8)
-
-
-def parse_seconds(text: str) -> float:
-    from loadtest.settings import parse_seconds as parse
-
-    return parse(text)
 
 
 # -- the client process ----------------------------------------------------------------------------
