@@ -29,6 +29,7 @@ from client.errors import (
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
+    VersionChangedError,
 )
 from client.model_info import ModelInfo
 from client.pipeline import Embeddings, EmbedResult, ItemFailure
@@ -49,8 +50,8 @@ __all__ = [
     "AuthenticationError", "ClientClosedError", "EmbedResult", "EmbeddingClient", "Embeddings",
     "EmbeddingError", "ImageInput", "InferenceError", "InvalidImageError", "ItemFailure",
     "ModelContractError", "ModelInfo", "ModelNotReadyError", "RequestTimeoutError", "RetryPolicy",
-    "ServerUnavailableError", "compact_model_name", "embed", "embed_batch", "embed_many",
-    "get_default_client", "uint8_model_name",
+    "ServerUnavailableError", "VersionChangedError", "compact_model_name", "embed", "embed_batch",
+    "embed_many", "get_default_client", "uint8_model_name",
 ]
 
 _default: EmbeddingClient | None = None

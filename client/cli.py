@@ -177,7 +177,7 @@ def embed_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with _client(args, batch_size=args.batch_size, max_in_flight=args.in_flight,
                  workers=args.workers, normalize=args.normalize, center_crop=args.center_crop,
-                 max_pixels=args.max_pixels,
+                 max_pixels=args.max_pixels, exact_versions=True,  # rows are stored: exact
                  retry=RetryPolicy(attempts=max(args.retries, 1))) as client:
         try:
             result = client.embed_many(paths, progress=not args.no_progress)

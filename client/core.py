@@ -26,6 +26,7 @@ from client.errors import (
     ModelContractError,
     ModelNotReadyError,
     ServerUnavailableError,
+    VersionChangedError,
 )
 from client.model_info import ModelInfo, latest_version
 from client.ops import Call, Pipeline, Prepare, Sleep, Steps
@@ -50,6 +51,8 @@ log = logging.getLogger("client")
 #: Seconds the uint8 path trusts its answer to "which version of the embedding model runs behind
 #: the uint8 model" before asking the server again (see `ClientCore.embedding_step`).
 STEP_VERSION_TTL = 5.0
+#: With `exact_versions`, how often a request is sent again when the version changed under it.
+EXACT_VERSION_ATTEMPTS = 3
 #: Readiness and liveness checks never wait longer than this, whatever the call timeout.
 CHECK_TIMEOUT = 10.0
 
@@ -82,6 +85,12 @@ class ClientCore:
             `client.testing.FakeTransport()` in tests.
         uint8_model: name of the uint8 model (default `<model>_uint8`).
         model_version: pin a version of the float32 model ("" = the server's choice).
+        exact_versions: uint8 payload: know exactly which version of the embedding model made
+            each row, even while a new version replaces the old one: a version check follows
+            every request (one more metadata call), and a request that straddles a version change
+            is sent again. Off, the version behind the uint8 model is cached for
+            `STEP_VERSION_TTL` seconds and rows answered in that window after a rollout can carry
+            the old number. float32 answers always name their own version.
         timeout: seconds per call (None: no limit); every method takes `timeout=` to override.
         retry: the `RetryPolicy` for transient failures (`RetryPolicy.none()` to disable).
         normalize: return unit-length (L2) vectors.
@@ -101,7 +110,8 @@ class ClientCore:
     def __init__(self, url: str | None = None, model: str | None = None, *,
                  protocol: str | None = None, payload: str | None = None,
                  transport: Transport | str | None = None, uint8_model: str | None = None,
-                 model_version: str = "", timeout: float | None = DEFAULT_TIMEOUT,
+                 model_version: str = "", exact_versions: bool = False,
+                 timeout: float | None = DEFAULT_TIMEOUT,
                  retry: RetryPolicy | None = None, center_crop: bool = False,
                  normalize: bool = False, fast_preprocessing: bool = True,
                  max_pixels: int = MAX_PIXELS, batch_size: int | None = None,
@@ -132,6 +142,7 @@ class ClientCore:
             check_available(self.protocol)  # the transport itself opens on first use
         self.model = model or env_model()
         self.model_version = model_version
+        self.exact_versions = exact_versions
         self.payload = check_payload(payload) if payload else env_payload()
         if self.payload == "uint8" and model_version:
             raise ValueError("the uint8 payload serves the model's latest version; model_version "
@@ -312,8 +323,9 @@ class ClientCore:
         when the ensemble pins one, else the latest version the server lists as available (what an
         ensemble step with version -1 runs), cached for `STEP_VERSION_TTL` seconds. Limit: while
         a new version replaces the old one, rows answered within that window (and requests in
-        flight during the swap) can be attributed to the other version. float32 answers name
-        their own version and have no such window.
+        flight during the swap) can be attributed to the other version, unless `exact_versions`
+        is on (see `_exact_request`). float32 answers name their own version and have no such
+        window.
         """
         step = info.embedding_step(self.model)
         if step is None or step[1] != "-1":
@@ -323,11 +335,15 @@ class ClientCore:
         if cached is not None and cached[0] == name and \
                 time.monotonic() - cached[2] < STEP_VERSION_TTL:
             return name, cached[1]
+        return name, (yield from self._latest_version(name))
+
+    def _latest_version(self, name: str) -> Steps[str]:
+        """The newest version of `name` the server lists as available, asked now (and cached)."""
         meta = yield from self._call(lambda t: t.metadata(name, "", self.timeout),
                                      f"metadata of {name}")
         version = latest_version(meta)
         self._step_version = (name, version, time.monotonic())
-        return name, version
+        return version
 
     # -- preprocessing ----------------------------------------------------------------------------
     def _preparer(self, info: ModelInfo) -> Callable[[ImageInput], np.ndarray]:
@@ -370,9 +386,33 @@ class ClientCore:
         """One request (at most max_batch_size rows), retried, named after the embedding model."""
         request = InferRequest(info.name, self._version_for(info), info.input_name,
                                info.input_datatype, batch, info.output_name, headers)
-        answer = yield from self._call(lambda t: t.infer(request, timeout),
-                                       f"inference on {info.name} ({len(batch)} rows)")
+        what = f"inference on {info.name} ({len(batch)} rows)"
+        if self.exact_versions and step is not None and \
+                info.embedding_step(self.model) == (step[0], "-1"):
+            return (yield from self._exact_request(request, timeout, step[0], what))
+        answer = yield from self._call(lambda t: t.infer(request, timeout), what)
         return answer if step is None else Answer(answer.rows, step[0], step[1])
+
+    def _exact_request(self, request: InferRequest, timeout: float | None, name: str,
+                       what: str) -> Steps[Answer]:
+        """A request through an ensemble that runs the latest version of `name`, with that
+        version known exactly: bracketed by the last version check before it was sent and a fresh
+        one after its answer. Versions only move forward in a rollout, so when both name the same
+        version, that version made the rows; when they differ, the request straddled a version
+        change and is sent again (embedding is idempotent)."""
+        for _ in range(EXACT_VERSION_ATTEMPTS):
+            cached = self._step_version
+            before = cached[1] if cached is not None and cached[0] == name else \
+                (yield from self._latest_version(name))
+            answer = yield from self._call(lambda t: t.infer(request, timeout), what)
+            after = yield from self._latest_version(name)
+            if after == before:
+                return Answer(answer.rows, name, after)
+            log.debug("%s: version of %s moved from %s to %s during the request; sending it again",
+                      what, name, before, after)
+        raise VersionChangedError(f"{what}: the version of {name} changed during each of "
+                             f"{EXACT_VERSION_ATTEMPTS} attempts, so no answer can be attributed "
+                             f"to one version; retry when the rollout has settled")
 
     def _requests(self, batch: np.ndarray, info: ModelInfo, timeout: float | None,
                   headers: dict[str, str] | None) -> Steps[Embeddings]:

@@ -92,3 +92,8 @@ class AuthenticationError(EmbeddingError, PermissionError):
 
 class InferenceError(EmbeddingError):
     """The server rejected or failed a request for another reason (message from the server)."""
+
+
+class VersionChangedError(InferenceError):
+    """With `exact_versions`, the embedding model's version changed during every attempt of a
+    request, so its rows can't be attributed to one version."""

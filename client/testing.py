@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,9 @@ class FakeTransport:
         self._failures: dict[str, deque[BaseException]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.closed = False
+        #: Called with each inference request while it is "at the server", before it is
+        #: answered: a test's way to make things happen mid-request (a rollout, for example).
+        self.during_infer: Callable[[InferRequest], None] | None = None
 
     @staticmethod
     def weights_for(inputs: int, dim: int) -> np.ndarray:
@@ -165,6 +169,8 @@ class FakeTransport:
         with self._lock:
             self.requests.append(request)
             self.counts[model.name] += len(batch)
+        if self.during_infer is not None:
+            self.during_infer(request)
         floats = batch.astype(np.float32) * np.float32(1 / 255) if model.datatype == "UINT8" \
             else batch
         rows = floats.reshape(len(batch), -1) @ self.weights_for(floats[0].size, model.dim)

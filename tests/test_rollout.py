@@ -1,10 +1,10 @@
 """A new version goes live on the running local server, under load, without a restart.
 
-Version 1 serves while clients send requests over both transports (float32 to the model, uint8 to
-its ensemble); version 2 is exported into the same repository meanwhile, `python -m serve reload`
-makes the server load it, and the clients go on. Every answer names the embedding model's version
-(`EmbeddingClient.infer_batch`); the vectors are checked against each version's own output too,
-so a wrong label can't pass.
+Version 1 serves while clients send requests over both payloads (float32 to the model, uint8 to
+its ensemble, with and without `exact_versions`); version 2 is exported into the same repository
+meanwhile, `python -m serve reload` makes the server load it, and the clients go on. Every answer
+names the embedding model's version (`EmbeddingClient.infer_batch`); the vectors are checked
+against each version's own output too, so a wrong label can't pass.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class Phases:
 def _load(url: str, transport: str, image: Path, phases: Phases, stop: threading.Event,
           replies: list[Reply]) -> None:
     # No retries: a request that fails during the swap must show up as a failure.
-    with EmbeddingClient(url, MODEL, payload=transport, timeout=60,
+    payload, exact = transport.removesuffix("-exact"), transport.endswith("-exact")
+    with EmbeddingClient(url, MODEL, payload=payload, exact_versions=exact, timeout=60,
                          retry=RetryPolicy(attempts=1)) as client:
         while not stop.is_set():
             phase = phases.name
@@ -83,7 +84,7 @@ def test_new_version_goes_live_under_load_without_failures(tmp_path: Path,
     phases, stop, replies = Phases(), threading.Event(), []
     threads = [threading.Thread(target=_load, args=(server.grpc_url, transport, image, phases, stop,
                                                     replies), daemon=True)
-               for transport in ("float32", "float32", "uint8")]
+               for transport in ("float32", "float32", "uint8", "uint8-exact")]
     try:
         for t in threads:
             t.start()
@@ -138,6 +139,14 @@ def test_new_version_goes_live_under_load_without_failures(tmp_path: Path,
         np.testing.assert_allclose(vec, v2, atol=1e-4)
     assert {r.version for r in replies if r.transport == "uint8" and r.phase == "before"} == {"1"}
     assert [r.version for r in replies if r.transport == "uint8"][-1] == "2"
+
+    # uint8 with exact_versions: no cache window. Every answer's label is the version whose
+    # vectors it carries, before, during and right after the swap.
+    exact = [r for r in replies if r.transport == "uint8-exact"]
+    assert {r.version for r in exact} == {"1", "2"}
+    assert {r.version for r in exact if r.phase == "after"} == {"2"}
+    for r in exact:
+        np.testing.assert_allclose(r.vector, {"1": v1, "2": v2}[r.version], atol=1e-4)
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(tmp_path: Path,

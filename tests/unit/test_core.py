@@ -22,6 +22,7 @@ from client import (
     ModelNotReadyError,
     RetryPolicy,
     ServerUnavailableError,
+    VersionChangedError,
 )
 from client import core as core_module
 from client.testing import AsyncFakeTransport, FakeModel, FakeTransport
@@ -188,6 +189,52 @@ def test_answers_name_the_embedding_model_and_its_version(kind: str,
     pinned = fake_of(kind)
     pinned.models["pnasnet_large_uint8"].steps[-1] = ("pnasnet_large", 2)
     assert Client(kind, pinned).infer_batch([image(0)]).version == "2"
+
+
+def test_exact_versions_attribute_rows_across_a_rollout_mid_request(kind: str) -> None:
+    """A rollout while a request is at the server: by default the cached version labels it; with
+    exact_versions the client sees the change, sends the request again and names the new one."""
+    def roll_out_once(fake: FakeTransport) -> None:
+        def roll(_request: object) -> None:
+            fake.models["pnasnet_large"].versions = ["4"]
+            fake.during_infer = None
+        fake.during_infer = roll
+
+    cached = Client(kind)
+    cached.infer_batch([image(0)])
+    roll_out_once(cached.fake)
+    assert cached.infer_batch([image(0)]).version == "3"  # the documented window
+
+    exact = Client(kind, exact_versions=True)
+    assert exact.infer_batch([image(0)]).version == "3"
+    sent, asked = len(exact.fake.requests), exact.fake.calls.count(("metadata", "pnasnet_large"))
+    roll_out_once(exact.fake)
+    result = exact.embed_many([image(0), image(1), image(2), image(3), image(4)], batch_size=2)
+    assert result.versions == ["4"] * 5
+    # 3 requests; the one at the server during the rollout is sent again, and so is any other one
+    # in flight that was sent while the cache still said 3. One version check follows each send.
+    extra = len(exact.fake.requests) - sent
+    assert 4 <= extra <= 6
+    assert exact.fake.calls.count(("metadata", "pnasnet_large")) == asked + extra
+
+    floats = Client(kind, payload="float32", exact_versions=True)  # answers name their version
+    floats.infer_batch([image(0)])
+    asked = floats.fake.calls.count(("metadata", "pnasnet_large"))
+    assert floats.infer_batch([image(0)]).version == "3"
+    assert floats.fake.calls.count(("metadata", "pnasnet_large")) == asked
+
+
+def test_exact_versions_give_up_when_every_attempt_straddles_a_change(kind: str) -> None:
+    c = Client(kind, exact_versions=True)
+    c.infer_batch([image(0)])
+
+    def roll(_request: object) -> None:
+        model = c.fake.models["pnasnet_large"]
+        model.versions = [str(int(model.versions[-1]) + 1)]
+
+    c.fake.during_infer = roll
+    with pytest.raises(VersionChangedError, match="changed during each of 3 attempts"):
+        c.infer_batch([image(0)])
 
 
 def test_every_request_of_a_call_carries_the_traceparent(kind: str) -> None:
