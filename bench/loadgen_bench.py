@@ -4,11 +4,12 @@
     .venv/bin/python -m bench.loadgen_bench --concurrency 8,32 --rounds 3 --seconds 15
 
 Starts a local tritonserver on the tiny twin (exported into a temporary folder, free ports), then
-for each round and each concurrency runs perf_analyzer (gRPC, batch 1, closed loop at that
-concurrency) and `python -m loadtest --user raw --users N` (the same load from Locust), in
-alternating order, and prints requests/s and p50 of both and their ratios (medians over rounds of
-the per-round ratios). Both generators share the machine with the server: the ratio says how much
-server throughput each one leaves, which is what a load test run on the server's machine measures.
+for each round and each concurrency runs perf_analyzer (gRPC, or HTTP with `--protocol http`; batch
+1, closed loop at that concurrency) and `python -m loadtest --user raw --users N` (the same load
+from Locust), in alternating order, and prints requests/s and p50 of both and their ratios (medians
+over rounds of the per-round ratios). Both generators share the machine with the server: the ratio
+says how much server throughput each one leaves, which is what a load test run on the server's
+machine measures.
 The machine's load average is printed with the table: other work on it is noise in both columns.
 """
 
@@ -34,12 +35,13 @@ PERF_LIBS = ROOT / "build" / "perf_analyzer" / "lib"
 MODEL = "pnasnet_large"
 
 
-def perf_analyzer(url: str, concurrency: int, seconds: float, work: Path) -> dict[str, float]:
+def perf_analyzer(url: str, concurrency: int, seconds: float, work: Path,
+                  protocol: str = "grpc") -> dict[str, float]:
     """perf_analyzer over `seconds` at `concurrency` (three windows of a third each, averaged; the
     stability check is off, so a noisy machine gives a number rather than an error)."""
     out = work / f"pa_{concurrency}.csv"
     env = dict(os.environ, LD_LIBRARY_PATH=f"{PERF_LIBS}:{os.environ.get('LD_LIBRARY_PATH', '')}")
-    cmd = [str(PERF_ANALYZER), "-m", MODEL, "-u", url, "-i", "grpc", "-b", "1",
+    cmd = [str(PERF_ANALYZER), "-m", MODEL, "-u", url, "-i", protocol, "-b", "1",
            "--concurrency-range", str(concurrency), "--measurement-mode", "time_windows",
            "--measurement-interval", str(int(seconds * 1000 / 3)), "--max-trials", "3",
            "--stability-percentage", "1000", "--percentile", "50", "-f", str(out)]
@@ -60,10 +62,12 @@ def perf_analyzer(url: str, concurrency: int, seconds: float, work: Path) -> dic
             "cpu_ms": cpu_s * 1000.0 / (rps * wall) if rps else float("nan")}
 
 
-def locust(url: str, concurrency: int, seconds: float, work: Path, processes: int) -> dict[str, float]:
+def locust(url: str, concurrency: int, seconds: float, work: Path, processes: int,
+           protocol: str = "grpc") -> dict[str, float]:
     """`python -m loadtest --user raw` at `concurrency` users for `seconds`: requests/s and p50."""
     out = work / f"lt_{concurrency}"
-    cmd = [sys.executable, "-m", "loadtest", "--host", url, "--user", "raw", "--users",
+    target = ["--host", url] if protocol == "grpc" else ["--raw-protocol", "http", "--http-host", url]
+    cmd = [sys.executable, "-m", "loadtest", *target, "--user", "raw", "--users",
            str(concurrency), "--duration", f"{seconds:g}s", "--no-server-stats", "--out", str(out)]
     if processes > 1:
         cmd += ["--processes", str(processes)]
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=15.0, help="measurement per generator and level")
     p.add_argument("--processes", type=int, default=1, help="Locust processes (--processes)")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                   help="what both generators send over (default: %(default)s)")
     args = p.parse_args(argv)
     if not PERF_ANALYZER.exists():
         print(f"perf_analyzer not found at {PERF_ANALYZER}: run `make perf-analyzer`", file=sys.stderr)
@@ -99,15 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         export_model("twin:tiny", work / "repo", MODEL)
         server = LocalTritonServer(work / "repo", ports=Ports.free(), work_dir=work / "triton")
         with server.start(timeout=300):
-            url = server.grpc_url
-            locust(url, 2, 3, work, 1)  # warm the server and the page cache; not counted
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+            locust(url, 2, 3, work, 1, args.protocol)  # warm the server and the page cache; not counted
             for r in range(args.rounds):
                 for c in levels:
                     order = ("perf_analyzer", "loadtest") if (r + c) % 2 == 0 else \
                         ("loadtest", "perf_analyzer")
                     for name in order:
-                        m = (perf_analyzer(url, c, args.seconds, work) if name == "perf_analyzer"
-                             else locust(url, c, args.seconds, work, args.processes))
+                        m = (perf_analyzer(url, c, args.seconds, work, args.protocol)
+                             if name == "perf_analyzer"
+                             else locust(url, c, args.seconds, work, args.processes, args.protocol))
                         results.setdefault((name, c), []).append(m)
                         extra = (f"  machine share {m['share']:.2f}, "
                                  f"{'reliable' if m['reliable'] else 'UNRELIABLE'}"
@@ -116,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"p50 {m['p50_ms']:6.1f} ms  CPU {m['cpu_ms']:.2f} ms/request{extra}",
                               flush=True)
     load = os.getloadavg()
-    print(f"\nmedians over {args.rounds} rounds of {args.seconds:g} s each; tiny twin, batch 1, gRPC; "
-          f"Locust processes: {args.processes}; load average at the end {load[0]:.1f} "
+    print(f"\nmedians over {args.rounds} rounds of {args.seconds:g} s each; tiny twin, batch 1, "
+          f"{args.protocol}; Locust processes: {args.processes}; load average at the end {load[0]:.1f} "
           f"on {os.cpu_count()} cores\n")
     print("| concurrency | perf_analyzer req/s | p50 ms | CPU ms/req | loadtest raw req/s | p50 ms | "
           "CPU ms/req | req/s ratio | p50 ratio |")

@@ -1,4 +1,4 @@
-"""The raw user's sender: requests built and serialized once, sent as bytes, as perf_analyzer does.
+"""The raw user's senders: requests built and serialized once, sent as bytes, as perf_analyzer does.
 
 Profiling the raw user (py-spy on a Locust process, tiny twin, 8 users) showed that what it
 measured beyond the server was mostly the client library rebuilding the same request: per call
@@ -8,12 +8,19 @@ generator builds its inputs once. Here the request for each pre-built batch is s
 (`ModelInferRequest.SerializeToString`) and sent over a gRPC channel with the client's own channel
 arguments; the response is parsed and checked (output present, one row per image) but not copied.
 The model contract (names, datatypes, shape) and the pixels still come from `client`.
+
+Over HTTP the same holds: each body (JSON header + binary tensor, the binary tensor extension of
+the KServe v2 protocol) is built once with tritonclient's own `generate_request_body` and posted
+with geventhttpclient, the library tritonclient.http sends with; the response's JSON header is
+read (output present, its binary size one row per image), the tensor is not decoded.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import gevent
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
@@ -21,7 +28,7 @@ from tritonclient.grpc._utils import get_error_grpc
 
 from client import EmbeddingClient
 from client.errors import InferenceError
-from client.transport import Connection, grpc_channel_args, translate
+from client.transport import Connection, _http_ssl_options, grpc_channel_args, translate
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
@@ -41,7 +48,9 @@ def serialized_request(model: str, version: str, input_name: str, datatype: str,
 class RawGrpcSender:
     """Sends pre-serialized requests over one gRPC channel (shared by a user's greenlets)."""
 
-    def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float) -> None:
+    def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
+                 concurrency: int = 1) -> None:
+        del concurrency  # one channel multiplexes every call in flight
         info = client.info if batches[0].dtype == np.uint8 else client.float_info
         conn = Connection.make(client.url, "grpc")
         self.url, self.model, self.timeout = conn.url, info.name, timeout
@@ -78,3 +87,72 @@ class RawGrpcSender:
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
+
+
+class RawHttpSender:
+    """Posts pre-built request bodies over one HTTP connection pool (shared by a user's greenlets)."""
+
+    def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
+                 concurrency: int = 1) -> None:
+        import tritonclient.http as http
+        from geventhttpclient import HTTPClient
+
+        info = client.info if batches[0].dtype == np.uint8 else client.float_info
+        conn = Connection.make(client.url, "http")
+        self.url, self.model, self.timeout = conn.url, info.name, timeout
+        self.output_name = info.output_name
+        version = client.model_version if info.name == client.model else ""
+        self.path = f"/v2/models/{info.name}{f'/versions/{version}' if version else ''}/infer"
+        self.bodies: list[tuple[bytes, dict[str, str]]] = []
+        for batch in batches:
+            tensor = http.InferInput(info.input_name, list(batch.shape), info.input_datatype)
+            tensor.set_data_from_numpy(np.ascontiguousarray(batch), binary_data=True)
+            body, json_size = http.InferenceServerClient.generate_request_body(
+                [tensor], outputs=[http.InferRequestedOutput(info.output_name, binary_data=True)])
+            self.bodies.append((body, {**conn.headers, "Content-Type": "application/octet-stream",
+                                       "Inference-Header-Content-Length": str(json_size)}))
+        self.rows = [len(b) for b in batches]
+        self.row_bytes = info.output_dim * 4
+        tls: dict[str, Any] = {}
+        if conn.ssl:
+            import gevent.ssl
+
+            tls = dict(ssl_options=_http_ssl_options(conn), insecure=conn.insecure,
+                       ssl_context_factory=gevent.ssl.create_default_context)
+        self._http = HTTPClient.from_url(f"{'https' if conn.ssl else 'http'}://{conn.url}",
+                                         concurrency=max(1, concurrency),
+                                         connection_timeout=conn.connect_timeout,
+                                         network_timeout=timeout, **tls)
+
+    def send(self, index: int) -> int:
+        """Post pre-built body `index`; return its image count; raise the client's typed errors."""
+        from tritonclient.utils import InferenceServerException
+
+        body, headers = self.bodies[index]
+        try:
+            with gevent.Timeout(self.timeout, TimeoutError(f"no answer within {self.timeout:g} s")):
+                response = self._http.post(self.path, body=body, headers=headers)
+                data = response.read()
+        except Exception as exc:  # noqa: BLE001 - connection errors become the client's types
+            raise translate(exc, self.model, self.url) from exc
+        header_length = response.get("Inference-Header-Content-Length")
+        try:
+            header = json.loads(data[:int(header_length)] if header_length else data)
+        except ValueError:
+            header = {"error": data[:200].decode(errors="replace")}
+        if response.status_code != 200:
+            raise translate(InferenceServerException(header.get("error", f"HTTP {response.status_code}"),
+                                                     status=str(response.status_code)),
+                            self.model, self.url)
+        rows = self.rows[index]
+        outputs = {o.get("name"): o for o in header.get("outputs", [])}
+        size = outputs.get(self.output_name, {}).get("parameters", {}).get("binary_data_size")
+        if size != rows * self.row_bytes:
+            raise InferenceError(f"response of {self.model} lacks {rows} rows of "
+                                 f"{self.output_name!r}")
+        return rows
+
+    def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()

@@ -3,8 +3,8 @@
 
     EmbeddingGrpcUser  `embed_batch` over gRPC: image bytes in, preprocessing in the user
     EmbeddingHttpUser  the same over HTTP (--host is then Triton's HTTP address)
-    RawTensorUser      pre-built requests: server + transport only (gRPC: serialized once, as
-                       perf_analyzer does; HTTP: `embed_arrays` on tensors built once)
+    RawTensorUser      pre-built requests, serialized once and sent as bytes (gRPC or HTTP), as
+                       perf_analyzer does: server + transport only
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from locust.exception import StopUser
 from client import EmbeddingClient, RetryPolicy
 from loadtest.listeners import state_of
 from loadtest.options import Settings
-from loadtest.raw import RawGrpcSender
+from loadtest.raw import RawGrpcSender, RawHttpSender
 from loadtest.timing import TimedClient
 
 try:  # the client's one list of image file suffixes
@@ -206,17 +206,16 @@ class RawTensorUser(EmbeddingUser):
         self.batches = [np.stack([pixels[(b * batch + j) % len(pixels)] for j in range(batch)])
                         for b in range(min(self.BATCHES, len(pixels)))]
         self._turn = 0
-        self.raw = (RawGrpcSender(self.client, self.batches, self.settings.timeout)
-                    if self.protocol == "grpc" else None)
+        sender = RawGrpcSender if self.protocol == "grpc" else RawHttpSender
+        self.raw = sender(self.client, self.batches, self.settings.timeout,
+                          concurrency=self.settings.max_inflight)
 
     def request_name(self) -> str:
         return f"embed_arrays[{self.settings.batch}]"
 
     def send(self) -> int:
         self._turn = (self._turn + 1) % len(self.batches)
-        if self.raw is not None:
-            return self.raw.send(self._turn)
-        return len(self.client.embed_arrays(self.batches[self._turn]))
+        return self.raw.send(self._turn)
 
     def close(self) -> None:
         raw, self.raw = getattr(self, "raw", None), None

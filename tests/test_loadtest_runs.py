@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 180  # a hung run fails the test instead of the session
 
@@ -110,6 +112,42 @@ def test_raw_tensor_user_with_batches(grpc_url: str, tmp_path: Path) -> None:
                             "--duration", "3s", "--out", out)
     assert_clean_report(proc, report, batch=3)
     assert report["locust"]["user_classes"] == ["RawTensorUser"]
+
+
+@pytest.mark.parametrize("payload", ["float32", "uint8"])
+def test_raw_user_over_http_sends_prebuilt_bodies(server, payload: str,  # noqa: ANN001
+                                                  tmp_path: Path) -> None:
+    out = str(tmp_path / "raw-http")
+    proc, report = loadtest("--user", "raw", "--raw-protocol", "http", "--http-host",
+                            server.http_url, "--payload", payload, "--batch", "2", "--users", "2",
+                            "--duration", "3s", "--out", out)
+    assert_clean_report(proc, report, batch=2)
+    assert report["config"]["protocol"] == "http" and report["config"]["payload"] == payload
+    assert report["locust"]["user_classes"] == ["RawTensorUser"]
+
+
+def test_raw_http_sender_answers_and_raises_typed_errors(server) -> None:  # noqa: ANN001
+    """In-process: a pre-built body is answered with one row per image; a body the model
+    rejects raises the client's typed error naming the model, and the server stays up."""
+    import numpy as np
+
+    from client import EmbeddingClient
+    from client.errors import EmbeddingError
+    from loadtest.raw import RawHttpSender
+
+    with EmbeddingClient(server.http_url, protocol="http", payload="float32") as client:
+        shape = client.float_info.input_shape
+        good = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
+        wrong = np.zeros((1, shape[0] + 1, shape[1], 3), np.float32)
+        sender = RawHttpSender(client, [good, wrong], timeout=60)
+        try:
+            assert sender.send(0) == 3
+            with pytest.raises(EmbeddingError, match="pnasnet_large") as failed:
+                sender.send(1)
+            assert "shape" in str(failed.value) or "dims" in str(failed.value)
+            assert sender.send(0) == 3  # the server still answers
+        finally:
+            sender.close()
 
 
 def test_http_user(server, tmp_path: Path) -> None:  # noqa: ANN001
