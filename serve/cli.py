@@ -16,8 +16,13 @@ from serve.tflog import without_tf_noise
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
-    p.add_argument("--repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--config-name", default="cpu", help="configs/<name>.pbtxt to use (default: cpu)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="the model repository export writes (default: %(default)s)")
+    p.add_argument("--config-name", default="cpu",
+                   help="configs/<name>.pbtxt to use: cpu (default; OpenVINO in the local Python "
+                        "backend), local_tf (TensorFlow), local_onnx (onnxruntime, after "
+                        "`export --onnx`), local_openvino (the CPU-node OpenVINO config's shape, "
+                        "on the local backend)")
     p.add_argument("--model", action="append", dest="models",
                    help="model to load (repeatable; default: every model with that config)")
     p.add_argument("--work-dir", type=Path, default=Path("build/serve"),

@@ -100,6 +100,11 @@ class LocalTritonServer:
         models = self.models if self.models is not None else models_with_config(
             self.repository, self.config_name)
         if not models:
+            names = sorted({c.stem for c in Path(self.repository).glob("*/configs/*.pbtxt")})
+            if names:
+                raise ServerError(f"no model in {self.repository} has configs/{self.config_name}"
+                                  f".pbtxt; the config names there: {', '.join(names)} "
+                                  f"(--config-name)")
             raise ServerError(f"no model in {self.repository} has configs/{self.config_name}.pbtxt; "
                               f"export one first: python -m export --repository {self.repository}")
         backends = runtime.prepare_backend_directory(self.work_dir / "backends")

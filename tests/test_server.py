@@ -100,6 +100,18 @@ def test_empty_repository_is_a_clear_error(tmp_path: Path) -> None:
         LocalTritonServer(tmp_path, ports=Ports.free(), work_dir=tmp_path / "w").start()
 
 
+def test_an_unknown_config_name_lists_the_ones_there(tmp_path: Path) -> None:
+    for name in ("cpu", "local_tf"):
+        (tmp_path / "m" / "configs").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "m" / "configs" / f"{name}.pbtxt").write_text('name: "m"\n')
+    server = LocalTritonServer(tmp_path, ports=Ports.free(), work_dir=tmp_path / "w",
+                               config_name="tf")
+    with pytest.raises(ServerError, match=r"configs/tf\.pbtxt; the config names there: cpu, "
+                                          r"local_tf \(--config-name\)"):
+        server.start()
+    assert server.process is None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_cli_stops_cleanly_on_signal(exported_repo: Path, tmp_path: Path, sig: int) -> None:
     ports = Ports.free()
