@@ -10,7 +10,8 @@ Exit codes: 0 passed; 1 failed requests (without --max-error-rate) or no request
 3 an SLO threshold was missed; 4 the load generator limited the result (with
 --fail-on-unreliable); 5 the target is not there (no server at the address, or the model, or its
 uint8 ensemble, not loaded): checked before the run starts; 2 usage errors, or an unhandled error
-inside Locust; 130 stopped by Ctrl-C or SIGTERM (Locust and its workers are stopped first).
+inside Locust; 128+N Locust was killed by signal N before it wrote its statistics (the end of its
+log is printed); 130 stopped by Ctrl-C or SIGTERM (Locust and its workers are stopped first).
 """
 
 from __future__ import annotations
