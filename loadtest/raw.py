@@ -45,7 +45,24 @@ def serialized_request(model: str, version: str, input_name: str, datatype: str,
     return request.SerializeToString()
 
 
-class RawGrpcSender:
+class _Sender:
+    """What both senders share: the pre-built batches' row counts and the answer's check."""
+
+    model: str
+    output_name: str
+    rows: list[int]
+    row_bytes: int
+
+    def _rows_answered(self, index: int, output_bytes: int | None) -> int:
+        """Batch `index`'s image count, if the response's output holds one row per image."""
+        rows = self.rows[index]
+        if output_bytes != rows * self.row_bytes:
+            raise InferenceError(f"response of {self.model} lacks {rows} rows of "
+                                 f"{self.output_name!r}")
+        return rows
+
+
+class RawGrpcSender(_Sender):
     """Sends pre-serialized requests over one gRPC channel (shared by a user's greenlets)."""
 
     def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
@@ -76,12 +93,8 @@ class RawGrpcSender:
                                         metadata=self._metadata)
         except grpc.RpcError as exc:
             raise translate(get_error_grpc(exc), self.model, self.url) from exc
-        rows = self.rows[index]
-        if not response.raw_output_contents or \
-                len(response.raw_output_contents[0]) != rows * self.row_bytes:
-            raise InferenceError(f"response of {self.model} lacks {rows} rows of "
-                                 f"{self.output_name!r}")
-        return rows
+        return self._rows_answered(index, len(response.raw_output_contents[0])
+                                   if response.raw_output_contents else None)
 
     def close(self) -> None:
         channel, self._channel = self._channel, None
@@ -89,7 +102,7 @@ class RawGrpcSender:
             channel.close()
 
 
-class RawHttpSender:
+class RawHttpSender(_Sender):
     """Posts pre-built request bodies over one HTTP connection pool (shared by a user's greenlets)."""
 
     def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
@@ -144,13 +157,9 @@ class RawHttpSender:
             raise translate(InferenceServerException(header.get("error", f"HTTP {response.status_code}"),
                                                      status=str(response.status_code)),
                             self.model, self.url)
-        rows = self.rows[index]
         outputs = {o.get("name"): o for o in header.get("outputs", [])}
-        size = outputs.get(self.output_name, {}).get("parameters", {}).get("binary_data_size")
-        if size != rows * self.row_bytes:
-            raise InferenceError(f"response of {self.model} lacks {rows} rows of "
-                                 f"{self.output_name!r}")
-        return rows
+        return self._rows_answered(index, outputs.get(self.output_name, {}).get(
+            "parameters", {}).get("binary_data_size"))
 
     def close(self) -> None:
         http, self._http = self._http, None
