@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from export.errors import FidelityError
-from export.signature import Interface, ServingModule
+
+if TYPE_CHECKING:  # export.signature imports TensorFlow: the CLI imports this before it is quiet
+    from export.signature import Interface, ServingModule
 
 TOLERANCE = 1e-5
 

@@ -213,6 +213,16 @@ def test_cli_reports_an_unanswering_source_in_one_line(tmp_path: Path, silent_se
     assert "within 2 s" in lines[0] and "no HTTP response came back" in lines[0]
 
 
+def test_the_export_cli_and_converters_import_without_tensorflow() -> None:
+    """TensorFlow writes its start-up lines when imported; the CLI imports it only once its
+    stderr filter is on, so nothing it imports first may pull TensorFlow in."""
+    code = ("import sys, export.cli, export.openvino, export.onnx, export.fidelity, export.tftrt; "
+            "print(sorted(m for m in ('tensorflow', 'openvino', 'onnxruntime') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_quiet_export_prints_only_its_result_line(tmp_path: Path) -> None:
     """No TensorFlow start-up lines (`E0000 ... failed call to cuInit` and the like)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
