@@ -411,8 +411,8 @@ class ClientCore:
             log.debug("%s: version of %s moved from %s to %s during the request; sending it again",
                       what, name, before, after)
         raise VersionChangedError(f"{what}: the version of {name} changed during each of "
-                             f"{EXACT_VERSION_ATTEMPTS} attempts, so no answer can be attributed "
-                             f"to one version; retry when the rollout has settled")
+                                  f"{EXACT_VERSION_ATTEMPTS} attempts, so no answer can be "
+                                  f"attributed to one version; retry when the rollout has settled")
 
     def _requests(self, batch: np.ndarray, info: ModelInfo, timeout: float | None,
                   headers: dict[str, str] | None) -> Steps[Embeddings]:

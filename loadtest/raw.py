@@ -46,12 +46,18 @@ def serialized_request(model: str, version: str, input_name: str, datatype: str,
 
 
 class _Sender:
-    """What both senders share: the pre-built batches' row counts and the answer's check."""
+    """What both senders share: the model the batches go to, their row counts, the answer's check."""
 
-    model: str
-    output_name: str
-    rows: list[int]
-    row_bytes: int
+    protocol = "grpc"
+
+    def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float) -> None:
+        self.info = client.info if batches[0].dtype == np.uint8 else client.float_info
+        self.conn = Connection.make(client.url, self.protocol)
+        self.url, self.model, self.timeout = self.conn.url, self.info.name, timeout
+        self.output_name = self.info.output_name
+        self.version = client.model_version if self.info.name == client.model else ""
+        self.rows = [len(b) for b in batches]
+        self.row_bytes = self.info.output_dim * 4
 
     def _rows_answered(self, index: int, output_bytes: int | None) -> int:
         """Batch `index`'s image count, if the response's output holds one row per image."""
@@ -68,16 +74,11 @@ class RawGrpcSender(_Sender):
     def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
                  concurrency: int = 1) -> None:
         del concurrency  # one channel multiplexes every call in flight
-        info = client.info if batches[0].dtype == np.uint8 else client.float_info
-        conn = Connection.make(client.url, "grpc")
-        self.url, self.model, self.timeout = conn.url, info.name, timeout
-        self.output_name = info.output_name
-        version = client.model_version if info.name == client.model else ""
-        self.requests = [serialized_request(info.name, version or "", info.input_name,
+        super().__init__(client, batches, timeout)
+        info, conn = self.info, self.conn
+        self.requests = [serialized_request(info.name, self.version, info.input_name,
                                             info.input_datatype, b, info.output_name)
                          for b in batches]
-        self.rows = [len(b) for b in batches]
-        self.row_bytes = info.output_dim * 4
         options = grpc_channel_args(conn)
         self._channel = (grpc.secure_channel(conn.url, grpc.ssl_channel_credentials(), options)
                          if conn.ssl else grpc.insecure_channel(conn.url, options))
@@ -105,16 +106,15 @@ class RawGrpcSender(_Sender):
 class RawHttpSender(_Sender):
     """Posts pre-built request bodies over one HTTP connection pool (shared by a user's greenlets)."""
 
+    protocol = "http"
+
     def __init__(self, client: EmbeddingClient, batches: list[np.ndarray], timeout: float,
                  concurrency: int = 1) -> None:
         import tritonclient.http as http
         from geventhttpclient import HTTPClient
 
-        info = client.info if batches[0].dtype == np.uint8 else client.float_info
-        conn = Connection.make(client.url, "http")
-        self.url, self.model, self.timeout = conn.url, info.name, timeout
-        self.output_name = info.output_name
-        version = client.model_version if info.name == client.model else ""
+        super().__init__(client, batches, timeout)
+        info, conn, version = self.info, self.conn, self.version
         self.path = f"/v2/models/{info.name}{f'/versions/{version}' if version else ''}/infer"
         self.bodies: list[tuple[bytes, dict[str, str]]] = []
         for batch in batches:
@@ -124,8 +124,6 @@ class RawHttpSender(_Sender):
                 [tensor], outputs=[http.InferRequestedOutput(info.output_name, binary_data=True)])
             self.bodies.append((body, {**conn.headers, "Content-Type": "application/octet-stream",
                                        "Inference-Header-Content-Length": str(json_size)}))
-        self.rows = [len(b) for b in batches]
-        self.row_bytes = info.output_dim * 4
         tls: dict[str, Any] = {}
         if conn.ssl:
             import gevent.ssl
