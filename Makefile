@@ -85,7 +85,8 @@ bench: venv
 export-onnx: venv
 	$(PY) -m export.onnx --repository $(REPO) --model $(MODEL)
 
-# The local server on the ONNX model instead of the SavedModel (slower on CPU; for checking it).
+# The local server on the ONNX model instead of the OpenVINO IR (about TensorFlow's speed on CPU;
+# for checking the ONNX model through a real Triton).
 serve-onnx: venv
 	$(PY) -m serve --repository $(REPO) --config-name local_onnx
 

@@ -102,7 +102,8 @@ class AsyncEmbeddingClient(ClientCore):
         return await self._run(self._is_live())
 
     async def is_ready(self) -> bool:
-        """True when the server is live and the model requests go to is ready; never raises."""
+        """True when the server is live and the model requests go to is ready; never raises (but
+        when closed)."""
         return await self._run(self._is_ready())
 
     async def health(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from client.embedding_client import EmbeddingClient
 from client.errors import EmbeddingError
 from client.preprocess import IMAGE_SUFFIXES, MAX_PIXELS
 from client.retry import RetryPolicy
-from client.settings import DEFAULT_TIMEOUT, PAYLOADS, PROTOCOLS
+from client.settings import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, PAYLOADS, PROTOCOLS
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "find_images", "main"]
 
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-recursive", action="store_true", help="only the top level of folders")
     e.add_argument("--batch-size", type=int, default=None, help="images per request "
                    "(default: the model's max_batch_size)")
-    e.add_argument("--in-flight", type=int, default=4, help="requests at the server at once")
+    e.add_argument("--in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                   help="requests at the server at once (default: %(default)s)")
     e.add_argument("--workers", type=int, default=None, help="preprocessing threads")
     e.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     e.add_argument("--center-crop", action="store_true", help="crop the central square first")
@@ -193,7 +194,7 @@ def embed_command(args: argparse.Namespace) -> int:
     versions = [result.versions[i] for i in rows]
     _save_npy(args.output, result.embeddings[ok])
     _save_json(index_path, {
-        "model": result.model or args.model, "served_by": info.name,
+        "model": result.model or client.model, "served_by": info.name,
         "version": ",".join(dict.fromkeys(versions)), "payload": payload, "url": client.url,
         "dim": info.output_dim, "normalized": bool(args.normalize),
         "center_crop": bool(args.center_crop),

@@ -49,7 +49,7 @@ from client.transport import Answer, Connection, InferRequest, Transport, check_
 log = logging.getLogger("client")
 
 #: Seconds the uint8 path trusts its answer to "which version of the embedding model runs behind
-#: the uint8 model" before asking the server again (see `ClientCore.embedding_step`).
+#: the uint8 model" before asking the server again (see `ClientCore._embedding_step`).
 STEP_VERSION_TTL = 5.0
 #: With `exact_versions`, how often a request is sent again when the version changed under it.
 EXACT_VERSION_ATTEMPTS = 3
@@ -290,7 +290,7 @@ class ClientCore:
                     raise type(exc)(
                         f"uint8 payload: {exc}. Export writes {self.uint8_model!r} beside "
                         f"{self.model!r}; the server must load both (or use payload='float32')",
-                        status=exc.status) from exc
+                        status=exc.status, transient=exc.transient) from exc
                 log.debug("no usable uint8 model %r (%s); sending float32", self.uint8_model, exc)
             else:
                 if info.input_datatype == "UINT8":

@@ -137,7 +137,8 @@ class EmbeddingClient(ClientCore):
         return self._run(self._is_live())
 
     def is_ready(self) -> bool:
-        """True when the server is live and the model requests go to is ready; never raises."""
+        """True when the server is live and the model requests go to is ready; never raises (but
+        when closed)."""
         return self._run(self._is_ready())
 
     def health(self) -> dict[str, Any]:

@@ -13,16 +13,15 @@ hit by every client at the same instant.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from client.errors import EmbeddingError, RequestTimeoutError
-from client.ops import Call, Sleep, adrive, drive
+from client.ops import Call, Sleep, drive
 
 T = TypeVar("T")
 log = logging.getLogger("client")
@@ -96,14 +95,6 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy,
     """Run `fn` until it succeeds, fails for good, or the policy's attempts/deadline run out."""
     return drive(retrying(Call(lambda _: fn()), policy, getattr(fn, "__name__", "call"), on_retry),
                  lambda op: op.fn(None) if isinstance(op, Call) else time.sleep(op.seconds))
-
-
-async def acall_with_retry(fn: Callable[[], Awaitable[T]], policy: RetryPolicy,
-                           on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
-    """`call_with_retry` for coroutines: sleeps without blocking the event loop."""
-    return await adrive(
-        retrying(Call(lambda _: fn()), policy, getattr(fn, "__name__", "call"), on_retry),
-        lambda op: op.fn(None) if isinstance(op, Call) else asyncio.sleep(op.seconds))
 
 
 def _next_delay(policy: RetryPolicy, error: BaseException, delays: Iterator[float],

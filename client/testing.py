@@ -78,7 +78,6 @@ class FakeTransport:
             name = uint8_model_name(model)
             self.models[name] = FakeModel(name, "UINT8", size, size, dim, max_batch_size, ["1"],
                                           steps=[(f"{name}_to_float", -1), (model, -1)])
-        self.embedding_model = model
         self.weights = self.weights_for(size * size * 3, dim)
         self.live_now = True
         self.calls: list[tuple[str, str]] = []  # (method, model)

@@ -31,12 +31,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export import SAVEDMODEL_DIRNAME
+from export.openvino import IR_FILENAME  # written beside model.savedmodel
 from export.repository import model_dir, write_text_atomic
 from export.signature import Interface
 
 LOCAL_BACKEND = "savedmodel_cpu"
 LOCAL_OPENVINO_BACKEND = "openvino_cpu"  # serve/backends/openvino_cpu: OpenVINO's Python API
-IR_FILENAME = "model.xml"  # export/openvino.py writes it beside model.savedmodel
 # Instances of the OpenVINO model on a CPU node: each runs one request (any batch size) at a time.
 # The backend compiles the model once for all instances, so it gets as many OpenVINO streams as
 # there are instances (each stream a share of the cores) and concurrent requests run side by side.

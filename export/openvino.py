@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from export.signature import Interface
 
 IR_FILENAME = "model.xml"
-WEIGHTS_FILENAME = "model.bin"
 PROVENANCE_FILENAME = "openvino.json"
 F32_RTOL = 1e-4
 BF16_MIN_COSINE = 0.9999

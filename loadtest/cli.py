@@ -6,12 +6,13 @@
     python -m loadtest gate R.json re-check a saved report against thresholds
     python -m loadtest k8s-env     write k8s/loadtest/*.env (the Jobs' LOADTEST_* variables)
 
-Exit codes: 0 passed; 1 failed requests (without --max-error-rate) or no request completed;
-3 an SLO threshold was missed; 4 the load generator limited the result (with
---fail-on-unreliable); 5 the target is not there (no server at the address, or the model, or its
-uint8 ensemble, not loaded): checked before the run starts; 2 usage errors, or an unhandled error
-inside Locust; 128+N Locust was killed by signal N before it wrote its statistics (the end of its
-log is printed); 130 stopped by Ctrl-C or SIGTERM (Locust and its workers are stopped first).
+Exit codes: 0 passed; 1 failed requests (without --max-error-rate) or no request completed; 3 an
+SLO threshold was missed; 4 the load generator limited the result (with --fail-on-unreliable); 5
+the target is not there (no server at the address, or the model, or its uint8 ensemble, not
+loaded): checked before the run starts; 2 usage errors, or an unhandled error inside Locust; 128+N
+Locust was killed by signal N before it wrote its statistics (the end of its log is printed; also
+when it hung and this command stopped it); 130 stopped by Ctrl-C or SIGTERM (Locust and its workers
+are stopped first).
 """
 
 from __future__ import annotations

@@ -207,7 +207,8 @@ def run(args: argparse.Namespace, quiet: bool = False) -> tuple[int, dict[str, A
 
     extras = _read_json(Path(f"{out}.extras.json"))
     if extras is None:
-        print(f"loadtest: Locust {exit_reason(code)} before it wrote its statistics; the end of its "
+        how = "was stopped by loadtest (above)" if hung else exit_reason(code)
+        print(f"loadtest: Locust {how} before it wrote its statistics; the end of its "
               f"log ({log_path}):", file=sys.stderr)
         print("\n".join(log_text.splitlines()[-20:]), file=sys.stderr)
         return shell_exit_code(code), None

@@ -198,7 +198,7 @@ class RawTensorUser(EmbeddingUser):
 
     def prepare(self) -> None:
         corpus = load_corpus(self.settings.images)
-        # uint8 pixels for the compact transport (the server's ensemble converts), float32 in
+        # uint8 pixels for the uint8 payload (the server's ensemble converts), float32 in
         # [0, 1] for the model's own input.
         build = self.client.pixels if self.settings.payload == "uint8" else self.client.preprocess
         pixels = [build(item, i) for i, item in enumerate(corpus)]

@@ -302,7 +302,7 @@ def test_a_model_that_is_not_loaded_fails_at_once(grpc_url: str, tmp_path: Path)
 
 
 def test_a_missing_uint8_ensemble_fails_at_once(grpc_url: str, tmp_path: Path) -> None:
-    """The float model is there, its `_uint8` ensemble is not: the compact transport can't run."""
+    """The float model is there, its `_uint8` ensemble is not: the uint8 payload can't run."""
     out = str(tmp_path / "noensemble")
     model = "pnasnet_large_uint8_to_float"  # loaded, but nothing is exported beside it
     proc, _ = loadtest("--host", grpc_url, "--model", model, "--payload", "uint8",

@@ -39,8 +39,9 @@ from loadtest.slo import Thresholds, evaluate
 from loadtest.sweep import COLUMNS, figure, find_knee, format_table, row_of
 
 ROOT = Path(__file__).resolve().parents[1]
-# Percentiles are exact to the histogram's 3 significant digits: at most 0.1 % relative error.
-REL = 1e-3
+# Percentiles come from 0.15 %-wide log buckets, reported at the bucket's middle: at most 0.075 %
+# relative error (loadtest/latency.py); min, max and mean are exact (reported in whole µs).
+REL = 7.5e-4
 
 
 def exact(samples: np.ndarray, q: float) -> float:
@@ -58,7 +59,7 @@ def recorded(samples: np.ndarray) -> Latencies:
 
 
 def latency_samples(seed: int, n: int = 20_000) -> np.ndarray:
-    """A long-tailed latency distribution (ms), rounded to the microseconds a histogram keeps."""
+    """A long-tailed latency distribution (ms), in whole microseconds."""
     rng = np.random.default_rng(seed)
     return np.round(rng.lognormal(mean=np.log(25.0), sigma=0.6, size=n) * 1000.0) / 1000.0
 
@@ -70,9 +71,9 @@ def test_percentiles_match_a_known_distribution() -> None:
     assert summary.count == len(samples)
     for label, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p999", 99.9)):
         assert getattr(summary, label) == pytest.approx(exact(samples, q), rel=REL), label
-    assert summary.max == pytest.approx(samples.max(), rel=REL)
-    assert summary.min == pytest.approx(samples.min(), rel=REL)
-    assert summary.mean == pytest.approx(samples.mean(), rel=REL)
+    assert summary.max == pytest.approx(samples.max(), rel=1e-12)
+    assert summary.min == pytest.approx(samples.min(), rel=1e-12)
+    assert summary.mean == pytest.approx(samples.mean(), abs=5e-4)  # reported in whole µs
 
 
 def test_latencies_between_locust_buckets_stay_apart() -> None:
@@ -435,7 +436,9 @@ def test_the_old_payload_variable_still_works_and_says_so(monkeypatch: pytest.Mo
     from loadtest import options
 
     monkeypatch.setenv("LOADTEST_TRANSPORT", "uint8")
-    monkeypatch.delenv("LOADTEST_PAYLOAD", raising=False)
+    # set, then removed: monkeypatch then removes what _take_old_variable writes at the end too
+    monkeypatch.setenv("LOADTEST_PAYLOAD", "unset")
+    monkeypatch.delenv("LOADTEST_PAYLOAD")
     payload = next(o for o in OPTIONS if o.name == "payload")
     with pytest.warns(DeprecationWarning, match="LOADTEST_TRANSPORT is deprecated; use LOADTEST_PAYLOAD"):
         options._take_old_variable(payload)

@@ -3,9 +3,10 @@
 The pip-installable tritonserver has no onnxruntime backend; this one lets the local server run the
 ONNX model of the same repository (`<model>_onnx/configs/local_onnx.pbtxt`, chosen with
 `python -m serve --config-name local_onnx`), so the converted model is checked through a real Triton
-with the same contract as on GPU. It is not the local default: on CPU, TensorFlow runs PNASNet-5 Large
-faster (bench/optimize_bench.py). Triton's dynamic batcher hands `execute` every request of a batch
-at once; they run as one onnxruntime call and are split back in order.
+with the same contract as on GPU. It is not the local default: on CPU, OpenVINO runs PNASNet-5 Large
+about twice as fast, and onnxruntime about as fast as TensorFlow (`make bench-cpu`). Triton's
+dynamic batcher hands `execute` every request of a batch at once; they run as one onnxruntime call
+and are split back in order.
 """
 
 from __future__ import annotations
